@@ -1,0 +1,29 @@
+"""ftkit: one fine-tuning API over PyTorch and TensorFlow (Keras 3).
+
+    import ftkit
+    data = ftkit.load_dataset("fashion_mnist").subset(50)
+    model = ftkit.load_model("mobilenet_v2", framework="torch", num_classes=10)
+    run = ftkit.finetune(model, data, ftkit.FineTuneConfig(strategy="partial", epochs=2))
+    ftkit.evaluate(model, data)
+
+torch and TensorFlow are imported only when a model of that framework is used.
+"""
+from . import _frameworks
+
+_frameworks.guard()  # must run before anything imports TensorFlow (see _frameworks)
+
+from .config import FineTuneConfig  # noqa: E402
+from .data import DATASETS, Dataset, Split, load_dataset  # noqa: E402
+from .errors import ConfigError, DataError, FtkitError, OfflineError  # noqa: E402
+from .lr_finder import LRFinderResult, lr_find  # noqa: E402
+from .models import MODELS, OFFLINE_MODELS, FTModel, LayerGroup, load_model, wrap_model  # noqa: E402
+from .runs import load_run  # noqa: E402
+from .schedules import SCHEDULES, group_lrs, lr_curve  # noqa: E402
+from .strategies import STRATEGIES  # noqa: E402
+from .training import Callback, Run, evaluate, finetune, session_runs  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = ["FineTuneConfig", "DATASETS", "Dataset", "Split", "load_dataset", "ConfigError", "DataError",
+           "FtkitError", "OfflineError", "LRFinderResult", "lr_find", "MODELS", "OFFLINE_MODELS", "FTModel",
+           "LayerGroup", "load_model", "wrap_model", "load_run", "SCHEDULES", "group_lrs", "lr_curve",
+           "STRATEGIES", "Callback", "Run", "evaluate", "finetune", "session_runs"]

@@ -1,0 +1,25 @@
+"""The two backends, mirrored module for module (as Keras 3 mirrors its own).
+
+``ftkit/backends/torch/`` and ``ftkit/backends/tf/`` each have the same modules
+with the same function names; everything framework-neutral (strategies,
+schedules, the training loop, configs, metrics) lives above them in ``ftkit/``.
+
+``models.py``
+    ``build(name, num_classes, *, dropout, pretrained, image_size, max_length) -> dict`` with keys
+    ``native`` (nn.Module / keras.Model mapping a prepared batch to logits),
+    ``body`` and ``head`` (the parts that ``feature_extraction`` splits at),
+    ``groups`` (list of ``(name, [modules or layers])``, input to output, the head last),
+    ``input_spec`` (dict: ``modality`` and its preprocessing) and ``source`` (where the weights came from).
+    ``count_params(members)``, ``group_trainable(members)``, ``set_group_trainable(members, flag)``.
+``data.py``
+    ``prepare(model, x, y, *, train, augment)`` turns NumPy inputs into device tensors the model
+    takes (resize, channels, normalisation, channels_last; tokens for text);
+    ``raw_loader(split, batch_size, shuffle)`` gives a native DataLoader / tf.data.Dataset.
+``train.py``
+    ``Trainer(model, config, class_weights)`` with ``device``, ``precision``, ``set_trainable(mask)``,
+    ``set_lrs(lrs)``, ``batches(split, shuffle, seed)``, ``train_step(batch, update) -> loss``,
+    ``discard_grads()``, ``predict(split) -> (loss, scores)``, ``get_weights()``, ``set_weights(snapshot)``,
+    ``cache_features(splits)`` and ``trainable_params()``.
+``io.py``
+    ``save_weights(model, path)`` and ``load_weights(model, path)`` with safetensors (never pickle).
+"""

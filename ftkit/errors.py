@@ -1,0 +1,24 @@
+"""Errors raised at ftkit's boundary, before any training starts."""
+
+
+class FtkitError(Exception):
+    """Base class of every error ftkit raises on purpose."""
+
+
+class ConfigError(FtkitError, ValueError):
+    """A configuration value is invalid. The message names the field and the valid values."""
+
+
+class DataError(FtkitError, ValueError):
+    """A dataset or a batch cannot be used with the chosen model."""
+
+
+class OfflineError(FtkitError, RuntimeError):
+    """A resource needs the network, and the network is not reachable."""
+
+
+def choose(field, value, valid):
+    """Return ``value`` if it is one of ``valid``, else raise a ConfigError listing them."""
+    if value not in valid:
+        raise ConfigError(f"{field}={value!r} is not valid; choose one of: {', '.join(map(str, valid))}")
+    return value

@@ -1,0 +1,79 @@
+"""The LR range test (Smith 2015; fastai's ``lr_find``), written once for both frameworks.
+
+Train for a few steps while the LR grows exponentially from ``start_lr`` to
+``end_lr``; record the smoothed loss; stop once it explodes. The model's
+weights are restored afterwards, so the test leaves no trace.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import FineTuneConfig
+from .schedules import group_lrs
+from .strategies import trainable_mask
+from .training import check
+
+
+@dataclass
+class LRFinderResult:
+    lrs: list
+    losses: list
+    suggestion: float
+
+    def plot(self, ax=None):
+        """Loss against LR on a log axis, with the suggestion marked."""
+        import matplotlib.pyplot as plt
+        ax = ax or plt.subplots(figsize=(6, 3.5))[1]
+        ax.plot(self.lrs, self.losses)
+        ax.axvline(self.suggestion, color="tab:red", ls="--", label=f"suggested {self.suggestion:.1e}")
+        ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed loss", title="LR finder")
+        ax.legend()
+        return ax
+
+
+def lr_find(model, data, config=None, *, start_lr=1e-7, end_lr=1.0, num_steps=60, smooth=0.9, diverge=4.0):
+    """Run the LR range test on ``data.train``; returns lrs, losses and a suggested LR.
+
+    The suggestion is the LR of the steepest fall of the smoothed loss. With a
+    differential config each group keeps its ratio to the head's LR.
+    """
+    config = (config or FineTuneConfig()).replace(progress=False)
+    check(model, data, config)
+    trainer = model.backend.train.Trainer(model, config)
+    trainer.set_trainable(trainable_mask(config.strategy, len(model.groups), 0,
+                                         trainable_groups=config.trainable_groups))
+    ratios = [lr / config.lr for lr in group_lrs(config, len(model.groups))]
+    saved = trainer.get_weights()
+    lrs, losses, avg, best = [], [], 0.0, math.inf
+    mult = (end_lr / start_lr) ** (1 / max(1, num_steps - 1))
+    step, epoch = 0, 0
+    try:
+        while step < num_steps:
+            for batch in trainer.batches(data.train, shuffle=True, seed=config.seed + epoch):
+                lr = start_lr * mult ** step
+                trainer.set_lrs([lr * r for r in ratios])
+                loss = trainer.train_step(batch, update=True)
+                if not math.isfinite(loss):
+                    break
+                avg = smooth * avg + (1 - smooth) * loss
+                value = avg / (1 - smooth ** (step + 1))
+                lrs.append(lr)
+                losses.append(value)
+                best = min(best, value)
+                step += 1
+                if value > diverge * best or step >= num_steps:
+                    break
+            else:
+                epoch += 1
+                continue
+            break
+    finally:
+        trainer.discard_grads()
+        trainer.set_weights(saved)
+    if len(losses) < 3:
+        suggestion = lrs[0] if lrs else start_lr
+    else:
+        grads = np.gradient(np.asarray(losses), np.log(np.asarray(lrs)))
+        suggestion = float(lrs[int(np.argmin(grads[: max(1, len(grads) - 1)]))])
+    return LRFinderResult(lrs, losses, suggestion)

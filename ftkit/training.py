@@ -1,0 +1,287 @@
+"""The fine-tuning loop, written once for both frameworks.
+
+``finetune(model, data, config)`` checks everything before the first step,
+then for each epoch: applies the strategy's trainable groups, runs the steps
+(per-group LRs from the schedule, gradient accumulation), evaluates on the
+validation split, records history and calls the callbacks. The backend's
+Trainer (ftkit/backends/*/train.py) does the framework-specific work.
+"""
+import math
+import threading
+import time
+
+import numpy as np
+
+from . import metrics as _metrics
+from .config import FineTuneConfig
+from .data import Dataset, check_images
+from .errors import ConfigError, DataError
+from .schedules import group_lrs, lr_factor, schedule_kwargs
+from .strategies import plan
+
+_SESSION_RUNS = []
+
+
+class Callback:
+    """Subclass and override what you need; every method gets the live :class:`Run`."""
+
+    def on_train_begin(self, run): ...
+
+    def on_epoch_begin(self, run, epoch, mask): ...
+
+    def on_step_end(self, run, record): ...
+
+    def on_epoch_end(self, run, record): ...
+
+    def on_train_end(self, run): ...
+
+
+class Run:
+    """A fine-tuning run: its config, its history, its status and the model it trained.
+
+    ``history["steps"]`` has one record per optimizer step (loss, LR of each group);
+    ``history["epochs"]`` one per epoch (train/val metrics, trainable parameters,
+    wall time, samples/s). ``status`` is running, finished, stopped,
+    early_stopped or diverged.
+    """
+
+    def __init__(self, model, dataset_name, config, *, name=None):
+        self.model, self.dataset_name, self.config = model, dataset_name, config
+        self.model_name, self.framework = model.name, model.framework
+        self.history = {"steps": [], "epochs": []}
+        self.status, self.message = "created", ""
+        self.device = self.precision = None
+        self.group_names = model.group_names
+        self.total_steps = 0
+        self.test_metrics = None
+        self._stop = threading.Event()
+        self.name = name or f"run{len(_SESSION_RUNS) + 1}"
+        _SESSION_RUNS.append(self)
+
+    def request_stop(self):
+        """Ask the run to stop after the current step (safe to call from another thread)."""
+        self._stop.set()
+
+    @property
+    def stop_requested(self):
+        return self._stop.is_set()
+
+    @property
+    def best_epoch(self):
+        """The epoch record with the best monitored validation metric, or None."""
+        eps = [e for e in self.history["epochs"] if self.config.monitor in e]
+        if not eps:
+            return None
+        pick = min if self.config.monitor == "val_loss" else max
+        return pick(eps, key=lambda e: e[self.config.monitor])
+
+    @property
+    def wall_time(self):
+        return sum(e["wall_time"] for e in self.history["epochs"])
+
+    def summary(self):
+        """One flat dict: what the RunBoard shows."""
+        best = self.best_epoch or {}
+        c = self.config
+        return {"run": self.name, "framework": self.framework, "model": self.model_name,
+                "dataset": self.dataset_name, "strategy": c.strategy, "lr": c.lr, "schedule": c.schedule,
+                "epochs": len(self.history["epochs"]), "best_val_accuracy": best.get("val_accuracy"),
+                "best_val_loss": best.get("val_loss"),
+                "trainable_params": best.get("trainable_params"), "wall_time": round(self.wall_time, 2),
+                "status": self.status}
+
+    def save(self, path):
+        from .runs import save_run
+        return save_run(self, path)
+
+    def __repr__(self):
+        return f"Run({self.name!r}, {self.model_name}/{self.framework}, {self.status}, epochs={len(self.history['epochs'])})"
+
+
+def session_runs():
+    """Every run made in this Python process, oldest first."""
+    return list(_SESSION_RUNS)
+
+
+def check(model, data, config):
+    """Refuse a bad model/data/config combination before any training starts."""
+    if not isinstance(config, FineTuneConfig):
+        raise ConfigError("config must be a ftkit.FineTuneConfig")
+    if not isinstance(data, Dataset):
+        raise DataError("data must be a ftkit Dataset (ftkit.load_dataset or Dataset.from_arrays)")
+    n_groups = len(model.groups)
+    config.validate(n_groups=n_groups, num_classes=model.num_classes)
+    data.validate()
+    if data.modality != model.modality:
+        raise DataError(f"model {model.name!r} takes {model.modality} inputs but dataset {data.name!r} "
+                        f"holds {data.modality}")
+    if model.modality == "image":
+        check_images(data.train.x, f"dataset {data.name!r}")
+    if model.task == "classification":
+        if data.task != "classification":
+            raise DataError(f"model {model.name!r} classifies but dataset {data.name!r} is {data.task}")
+        top = int(max(np.max(s.y) for s in data.splits.values()))
+        if top >= model.num_classes:
+            raise DataError(f"dataset {data.name!r} has label {top}, outside the model's num_classes="
+                            f"{model.num_classes} (labels must be 0..{model.num_classes - 1})")
+    if config.strategy == "feature_extraction" and (model.body is None or model.head is None):
+        raise ConfigError("strategy='feature_extraction' needs a model with a separate body and head; "
+                          "use 'head_only' or wrap_model(..., body=..., head=...)")
+
+
+def _class_weights(config, data):
+    if config.class_weights is None:
+        return None
+    if config.class_weights == "balanced":
+        counts = np.maximum(data.class_counts("train"), 1)
+        return (counts.sum() / (len(counts) * counts)).astype(np.float32)
+    return np.asarray(config.class_weights, dtype=np.float32)
+
+
+def batches_per_epoch(n_train, config):
+    """Batches read in one epoch."""
+    batches = math.ceil(n_train / config.batch_size)
+    if config.max_steps_per_epoch:
+        batches = min(batches, config.max_steps_per_epoch * config.grad_accum)
+    return batches
+
+
+def steps_per_epoch(n_train, config):
+    """Optimizer steps in one epoch (a last, partial accumulation also steps)."""
+    return math.ceil(batches_per_epoch(n_train, config) / config.grad_accum)
+
+
+def _all_finite(snapshot):
+    for v in snapshot.values():
+        a = v.detach().float().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            return False
+    return True
+
+
+def finetune(model, data, config=None, *, callbacks=(), name=None, **overrides):
+    """Fine-tune ``model`` on ``data`` and return the :class:`Run`.
+
+    ``config`` is a FineTuneConfig; keyword ``overrides`` change some of its
+    fields (``finetune(model, data, strategy="partial", lr=1e-3)``).
+    """
+    config = config or FineTuneConfig()
+    if overrides:
+        config = config.replace(**overrides)
+    check(model, data, config)
+    run = Run(model, data.name, config, name=name)
+    trainer = model.backend.train.Trainer(model, config, _class_weights(config, data))
+    run.device, run.precision = str(trainer.device), trainer.precision
+    masks = plan(config, len(model.groups))
+    base_lrs = group_lrs(config, len(model.groups))
+    n_batches = batches_per_epoch(len(data.train), config)
+    per_epoch = steps_per_epoch(len(data.train), config)
+    run.total_steps = total = per_epoch * config.epochs
+    sched = schedule_kwargs(config)
+    for cb in callbacks:
+        cb.on_train_begin(run)
+    run.status = "running"
+    if config.strategy == "feature_extraction":
+        trainer.set_trainable(masks[0])
+        trainer.cache_features([data.train, data.val])
+    best, best_weights, bad_epochs, step = None, None, 0, 0
+    try:
+        for epoch in range(config.epochs):
+            mask = masks[epoch]
+            trainer.set_trainable(mask)
+            epoch_start = trainer.get_weights()
+            for cb in callbacks:
+                cb.on_epoch_begin(run, epoch, mask)
+            t0, seen, losses, micro = time.perf_counter(), 0, [], 0
+            bar = _progress(config, per_epoch, f"epoch {epoch + 1}/{config.epochs}")
+            batches = trainer.batches(data.train, shuffle=True, seed=config.seed * 1000 + epoch)
+            for b, batch in zip(range(n_batches), batches):
+                if micro == 0:
+                    lrs = [lr * lr_factor(step, total, **sched) for lr in base_lrs]
+                    trainer.set_lrs(lrs)
+                micro += 1
+                update = micro == config.grad_accum or b == n_batches - 1
+                loss = trainer.train_step(batch, update=update)
+                if not math.isfinite(loss):
+                    trainer.discard_grads()
+                    if not _all_finite(trainer.get_weights()):
+                        trainer.set_weights(epoch_start)
+                    run.status = "diverged"
+                    run.message = (f"loss became {loss} at step {step} (epoch {epoch + 1}); training stopped and "
+                                   "the last good weights were kept: try a lower learning rate")
+                    break
+                seen += len(batch[1])
+                losses.append(loss)
+                if update:
+                    rec = {"step": step, "epoch": epoch, "loss": float(np.mean(losses[-micro:])),
+                           "lrs": [lr if m else 0.0 for lr, m in zip(lrs, mask)]}
+                    micro = 0
+                    run.history["steps"].append(rec)
+                    step += 1
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{rec['loss']:.4f}")
+                    for cb in callbacks:
+                        cb.on_step_end(run, rec)
+                    if run.stop_requested:
+                        break
+            if bar is not None:
+                bar.close()
+            if run.status == "diverged":
+                break
+            wall = time.perf_counter() - t0
+            record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                      "trainable_params": trainer.trainable_params(), "trainable_mask": list(mask),
+                      "wall_time": wall, "samples_per_sec": seen / wall if wall > 0 else 0.0}
+            val_loss, val_scores = trainer.predict(data.val)
+            record["val_loss"] = val_loss
+            for k, v in _metrics.compute(model.task, data.val.y, val_scores).items():
+                if k != "confusion_matrix":
+                    record[f"val_{k}"] = v
+            run.history["epochs"].append(record)
+            for cb in callbacks:
+                cb.on_epoch_end(run, record)
+            if config.early_stopping:
+                score = record[config.monitor] * (1 if config.monitor == "val_loss" else -1)
+                if best is None or score < best:
+                    best, best_weights, bad_epochs = score, trainer.get_weights(), 0
+                else:
+                    bad_epochs += 1
+                    if bad_epochs >= config.early_stopping:
+                        run.status = "early_stopped"
+                        run.message = f"no better {config.monitor} for {bad_epochs} epochs; best weights restored"
+                        break
+            if run.stop_requested:
+                run.status, run.message = "stopped", f"stopped by request in epoch {epoch + 1}"
+                break
+        if best_weights is not None and run.status != "diverged":
+            trainer.set_weights(best_weights)  # best-weights restore
+        if run.status == "running":
+            run.status = "finished"
+    except BaseException:
+        run.status = "failed"
+        raise
+    finally:
+        for cb in callbacks:
+            cb.on_train_end(run)
+    return run
+
+
+def _progress(config, total, desc):
+    if not config.progress:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, leave=False)
+
+
+def evaluate(model, data, split="test", config=None):
+    """Metrics of ``model`` on one split: classification or regression, computed with scikit-learn."""
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"split={split!r} is not valid; choose one of: train, val, test")
+    config = config or FineTuneConfig(progress=False)
+    trainer = model.backend.train.Trainer(model, config)
+    trainer.set_trainable(model.trainable_mask())
+    s = data.splits[split]
+    loss, scores = trainer.predict(s)
+    out = {"loss": loss, **_metrics.compute(model.task, s.y, scores)}
+    return out
