@@ -48,7 +48,8 @@ class Split:
 class Dataset:
     """A named dataset: ``train``, ``val`` and ``test`` splits plus what they mean.
 
-    ``task`` is "classification" or "regression"; ``modality`` is "image" or "text".
+    ``task`` is "classification" or "regression"; ``modality`` is "image", "text" or
+    "tabular" (rows of numbers, for your own wrapped models).
     """
 
     def __init__(self, name, splits, class_names=None, *, task="classification", modality="image",
@@ -80,8 +81,9 @@ class Dataset:
                          np.asarray(y))
         splits = {"train": split(train, "train"), "val": split(val, "val"), "test": split(test or val, "test")}
         if class_names is None and task == "classification":
-            class_names = [str(c) for c in range(int(max(s.y.max() for s in splits.values())) + 1)]
-        modality = "text" if isinstance(splits["train"].x, list) else "image"
+            class_names = [str(c) for c in range(int(max(s.y.max(initial=0) for s in splits.values())) + 1)]
+        x = splits["train"].x
+        modality = "text" if isinstance(x, list) else "tabular" if x.ndim == 2 else "image"
         return cls(name, splits, class_names, task=task, modality=modality, source="in memory")
 
     def validate(self):
@@ -104,6 +106,9 @@ class Dataset:
                                     f"0..{self.num_classes - 1} ({self.num_classes} classes)")
             if self.modality == "image":
                 check_images(s.x, f"dataset {self.name!r} split {which!r}")
+            elif self.modality == "tabular":
+                if np.asarray(s.x).ndim != 2:
+                    raise DataError(f"dataset {self.name!r}: tabular inputs must have shape (N, features)")
             elif not all(isinstance(t, str) for t in s.x[:100]):
                 raise DataError(f"dataset {self.name!r}: text inputs must be strings")
 

@@ -138,8 +138,11 @@ def wrap_model(native, groups, *, input_spec=None, body=None, head=None, num_cla
     framework = "torch" if type(native).__module__.startswith("torch") or _is_torch_module(native) else "tf"
     spec = {"modality": "image", "image_size": None, "mean": None, "std": None}
     spec.update(input_spec or {})
+    choose("task", task, ["classification", "regression"])
     if task == "regression":
         num_classes = 1
+    elif not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(f"num_classes={num_classes!r}: a classification model needs num_classes >= 1")
     return FTModel(name, framework, native, groups, spec, body=body, head=head, num_classes=num_classes,
                    task=task)
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import metrics as _metrics
 from .config import FineTuneConfig
-from .data import Dataset, check_images
+from .data import Dataset
 from .errors import ConfigError, DataError
 from .schedules import group_lrs, lr_factor, schedule_kwargs
 from .strategies import plan
@@ -115,8 +115,6 @@ def check(model, data, config):
     if data.modality != model.modality:
         raise DataError(f"model {model.name!r} takes {model.modality} inputs but dataset {data.name!r} "
                         f"holds {data.modality}")
-    if model.modality == "image":
-        check_images(data.train.x, f"dataset {data.name!r}")
     if model.task == "classification":
         if data.task != "classification":
             raise DataError(f"model {model.name!r} classifies but dataset {data.name!r} is {data.task}")
@@ -124,6 +122,8 @@ def check(model, data, config):
         if top >= model.num_classes:
             raise DataError(f"dataset {data.name!r} has label {top}, outside the model's num_classes="
                             f"{model.num_classes} (labels must be 0..{model.num_classes - 1})")
+    elif data.task != "regression":
+        raise DataError(f"model {model.name!r} does regression but dataset {data.name!r} is {data.task}")
     if config.strategy == "feature_extraction" and (model.body is None or model.head is None):
         raise ConfigError("strategy='feature_extraction' needs a model with a separate body and head; "
                           "use 'head_only' or wrap_model(..., body=..., head=...)")
@@ -157,6 +157,15 @@ def _all_finite(snapshot):
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             return False
     return True
+
+
+def _diverged(run, trainer, epoch_start, what):
+    """Stop a run whose loss is no longer finite, keeping the last weights that were."""
+    trainer.discard_grads()
+    if not _all_finite(trainer.get_weights()):
+        trainer.set_weights(epoch_start)
+    run.status = "diverged"
+    run.message = f"{what}; training stopped and the last good weights were kept: try a lower learning rate"
 
 
 def finetune(model, data, config=None, *, callbacks=(), name=None, **overrides):
@@ -203,12 +212,7 @@ def finetune(model, data, config=None, *, callbacks=(), name=None, **overrides):
                 update = micro == config.grad_accum or b == n_batches - 1
                 loss = trainer.train_step(batch, update=update)
                 if not math.isfinite(loss):
-                    trainer.discard_grads()
-                    if not _all_finite(trainer.get_weights()):
-                        trainer.set_weights(epoch_start)
-                    run.status = "diverged"
-                    run.message = (f"loss became {loss} at step {step} (epoch {epoch + 1}); training stopped and "
-                                   "the last good weights were kept: try a lower learning rate")
+                    _diverged(run, trainer, epoch_start, f"loss became {loss} at step {step} (epoch {epoch + 1})")
                     break
                 seen += len(batch[1])
                 losses.append(loss)
@@ -234,6 +238,9 @@ def finetune(model, data, config=None, *, callbacks=(), name=None, **overrides):
                       "trainable_params": trainer.trainable_params(), "trainable_mask": list(mask),
                       "wall_time": wall, "samples_per_sec": seen / wall if wall > 0 else 0.0}
             val_loss, val_scores = trainer.predict(data.val)
+            if not (math.isfinite(val_loss) and np.isfinite(val_scores).all()):
+                _diverged(run, trainer, epoch_start, f"validation loss became {val_loss} after epoch {epoch + 1}")
+                break
             record["val_loss"] = val_loss
             for k, v in _metrics.compute(model.task, data.val.y, val_scores).items():
                 if k != "confusion_matrix":

@@ -105,21 +105,32 @@ class Trainer:
                         seen.add(id(v))
                         vs.append(v)
             self._vars.append(vs)
+        self._pretrained = None
+        if config.l2sp > 0:  # anchor: the pre-trained weights of every group but the head
+            with tf.device(self._tf_device):
+                self._pretrained = {id(v): (v, tf.constant(v.numpy())) for vs in self._vars[:-1] for v in vs}
+        self._optimizers = self._accum = self._loss_scale = None   # made at the first train_step
+        self._lrs = [config.lr] * len(model.groups)
+        self._good_steps = 0
+        self._fns = {}
+
+    def _build_optimizers(self):
+        """One optimizer and one set of gradient accumulators per group (only when training: predict-only
+        Trainers, as evaluate() makes, need neither)."""
+        if self._optimizers is not None:
+            return
         with tf.device(self._tf_device):
             self._accum = [[tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False) for v in vs]
                            for vs in self._vars]
             self._optimizers = []
-            for vs in self._vars:
-                opt = _make_optimizer(config)
+            for vs, lr in zip(self._vars, self._lrs):
+                opt = _make_optimizer(self.config)
                 opt.exclude_from_weight_decay(var_list=[v for v in vs if len(v.shape) <= 1])
                 opt.build(vs)
+                opt.learning_rate = lr
                 self._optimizers.append(opt)
-            self._loss_scale = tf.Variable(2.0 ** 15, trainable=False) if self.precision == "fp16" else None
-            self._good_steps = 0
-            self._pretrained = None
-            if config.l2sp > 0:  # anchor: the pre-trained weights of every group but the head
-                self._pretrained = {id(v): (v, tf.constant(v.numpy())) for vs in self._vars[:-1] for v in vs}
-        self._fns = {}
+            if self.precision == "fp16":
+                self._loss_scale = tf.Variable(2.0 ** 15, trainable=False)
 
     def _reset_seed_generators(self, seed):
         """Dropout's random state is fixed when a layer is built; reset it so a seed gives the same run."""
@@ -131,8 +142,9 @@ class Trainer:
 
     # -- groups and LRs ----------------------------------------------------------------------------------
     def set_lrs(self, lrs):
-        for opt, lr in zip(self._optimizers, lrs):
-            opt.learning_rate = float(lr)
+        self._lrs = [float(lr) for lr in lrs]
+        for opt, lr in zip(self._optimizers or (), self._lrs):
+            opt.learning_rate = lr
 
     def set_trainable(self, mask):
         """Freeze groups (weights fixed, inference mode) and unfreeze the others."""
@@ -211,6 +223,7 @@ class Trainer:
         key = (tuple(self.mask), self.features is not None)
         if key in self._fns:
             return self._fns[key]
+        self._build_optimizers()
         active = [i for i, m in enumerate(self.mask) if m]
         variables = [v for i in active for v in self._vars[i]]
         accums = [a for i in active for a in self._accum[i]]
@@ -289,7 +302,7 @@ class Trainer:
         return value
 
     def discard_grads(self):
-        for accs in self._accum:
+        for accs in self._accum or ():
             for a in accs:
                 a.assign(tf.zeros_like(a))
 

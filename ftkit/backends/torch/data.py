@@ -15,6 +15,8 @@ def to_tensors(model, split, pin=False):
     """A split's inputs as CPU tensors: uint8 images (N, C, H, W) or a dict of token tensors."""
     if model.modality == "text":
         x = {k: torch.from_numpy(v.astype(np.int64)) for k, v in tokenize(model, split.x).items()}
+    elif model.modality == "tabular":
+        x = torch.from_numpy(np.asarray(split.x, dtype=np.float32))
     else:
         arr = np.asarray(split.x)
         arr = arr[..., None] if arr.ndim == 3 else arr
@@ -38,7 +40,7 @@ def to_device(x, device):
 
 def prepare(model, x, *, train=False, augment=False, channels_last=False):
     """Turn a device batch into what the model takes: float, resized, 3 channels, normalised."""
-    if model.modality == "text":
+    if model.modality != "image":
         return x
     spec = model.input_spec
     x = x.float().div_(255.0)

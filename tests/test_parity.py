@@ -1,0 +1,93 @@
+"""The two backends compute the same thing: same weights, same preprocessing, same outputs.
+
+torch runs first, then TensorFlow, in this process (``import ftkit`` imports triton before TensorFlow,
+which avoids the known crash).
+"""
+import numpy as np
+import pytest
+
+import ftkit
+
+pytest.importorskip("torch")
+pytest.importorskip("tensorflow")
+pytest.importorskip("keras_hub")
+
+ESPRESSO = 967
+SENTENCES = ["A gripping, beautifully shot film.", "Dull, overlong and badly acted.",
+             "The plot twists kept me guessing until the very end.", "ok"]
+
+
+def _torch_logits(model, x):
+    import torch
+    model.native.eval()
+    with torch.no_grad():
+        return model.native(x).float().numpy()
+
+
+def test_mobilenet_v2_imagenet_logits_match():
+    skimage = pytest.importorskip("skimage")
+    photo = skimage.data.coffee()[None]                       # (1, 400, 600, 3) uint8
+    pt = ftkit.load_model("mobilenet_v2", framework="torch", num_classes=None, image_size=224, verbose=False)
+    from ftkit.backends.torch import data as ptdata
+    import torch
+    x_pt = ptdata.prepare(pt, torch.from_numpy(photo.transpose(0, 3, 1, 2).copy()))
+    logits_pt = _torch_logits(pt, x_pt)
+
+    tfm = ftkit.load_model("mobilenet_v2", framework="tf", num_classes=None, image_size=224, verbose=False)
+    from ftkit.backends.tf import data as tfdata
+    x_tf = tfdata.prepare(tfm, photo).numpy()
+    # the same preprocessing: resize (bilinear, half-pixel centres, no antialias) and normalisation
+    np.testing.assert_allclose(x_tf, x_pt.numpy().transpose(0, 2, 3, 1), atol=2e-5)
+    logits_tf = tfm.native(x_tf, training=False).numpy()
+
+    assert logits_pt.argmax() == logits_tf.argmax() == ESPRESSO
+    scale = np.abs(logits_pt).max()
+    diff = np.abs(logits_pt - logits_tf).max()
+    assert diff < 1e-4 * scale, f"max |diff| {diff:.2e} at logit scale {scale:.1f}"
+    p_pt = np.exp(logits_pt - logits_pt.max()) / np.exp(logits_pt - logits_pt.max()).sum()
+    assert p_pt.max() > 0.95
+    # the backends' parameter counts agree group by group
+    assert pt.param_counts() == tfm.param_counts()
+    assert pt.group_names == tfm.group_names
+
+
+def test_minilm_embeddings_match():
+    pytest.importorskip("transformers")
+    from ftkit.text import tokenize
+    pt = ftkit.load_model("minilm", framework="torch", num_classes=2, max_length=32, verbose=False)
+    import torch
+    tok = tokenize(pt, SENTENCES)
+    pt.body.eval()
+    with torch.no_grad():
+        emb_pt = pt.body({k: torch.from_numpy(v.astype(np.int64)) for k, v in tok.items()}).numpy()
+
+    tfm = ftkit.load_model("minilm", framework="tf", num_classes=2, max_length=32, verbose=False)
+    from ftkit.backends.tf import data as tfdata
+    split = ftkit.Split(list(SENTENCES), np.zeros(len(SENTENCES), dtype=np.int64))
+    x, _ = tfdata.to_tensors(tfm, split)
+    np.testing.assert_array_equal(x["token_ids"], tok["input_ids"])
+    emb_tf = tfm.body(x, training=False).numpy()
+
+    assert emb_pt.shape == emb_tf.shape == (len(SENTENCES), 384)
+    diff = np.abs(emb_pt - emb_tf).max()
+    assert diff < 1e-4, f"max |diff| {diff:.2e}"
+    assert pt.param_counts() == tfm.param_counts()
+    assert pt.group_names == tfm.group_names
+
+
+def test_losses_match_torch():
+    """Cross-entropy with label smoothing and class weights: the same numbers as torch's."""
+    import torch
+    import torch.nn.functional as F
+    tfm = ftkit.load_model("mobilenet_v2", framework="tf", num_classes=4, image_size=32, verbose=False)
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(16, 4)).astype(np.float32) * 3
+    y = rng.integers(0, 4, size=16)
+    w = np.array([0.5, 1.0, 2.0, 3.0], np.float32)
+    cfg = ftkit.FineTuneConfig(label_smoothing=0.1)
+    tr = tfm.backend.train.Trainer(tfm, cfg, class_weights=w)
+    got = float(tr._reduce(tr._loss(logits, y), y))
+    per = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y), reduction="none", label_smoothing=0.1)
+    tw = torch.from_numpy(w)[torch.from_numpy(y)]
+    want = float((per * tw).sum() / tw.sum())
+    assert got == pytest.approx(want, rel=1e-5)
