@@ -1,0 +1,28 @@
+"""The same config means the same run shape in both frameworks: groups, sizes, masks and LRs."""
+import pytest
+
+import ftkit
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {fw: ftkit.load_model("mobilenet_v2", framework=fw, num_classes=10, image_size=32, verbose=False)
+            for fw in ("torch", "tf")}
+
+
+def test_same_groups_and_parameter_counts(models):
+    t, k = models["torch"], models["tf"]
+    assert t.group_names == k.group_names == ["stem", "blocks_2_6", "blocks_7_13", "blocks_14_18", "head"]
+    assert t.param_counts() == k.param_counts()
+
+
+def test_same_lr_sequence_and_masks_step_by_step(models, digits_small):
+    cfg = ftkit.FineTuneConfig(strategy="progressive", epochs=3, batch_size=20, lr=2e-3, lr_ratio=8.0,
+                               schedule="onecycle", warmup_steps=2, grad_accum=2, progress=False)
+    runs = {fw: ftkit.finetune(m, digits_small, cfg) for fw, m in models.items()}
+    ts, ks = runs["torch"].history, runs["tf"].history
+    assert len(ts["steps"]) == len(ks["steps"]) == runs["torch"].total_steps == 3 * 2
+    for a, b in zip(ts["steps"], ks["steps"]):
+        assert a["lrs"] == pytest.approx(b["lrs"], rel=1e-12)
+    assert [e["trainable_mask"] for e in ts["epochs"]] == [e["trainable_mask"] for e in ks["epochs"]]
+    assert [e["trainable_params"] for e in ts["epochs"]] == [e["trainable_params"] for e in ks["epochs"]]
