@@ -132,26 +132,30 @@ def wrap_model(native, groups, *, input_spec=None, body=None, head=None, num_cla
     """Wrap your own ``nn.Module`` or ``keras.Model``.
 
     ``groups`` is a list of ``(name, [modules or layers])`` pairs, input to output.
-    ``input_spec`` says how to feed it (default: images scaled to [0, 1] at their own size).
-    Give ``body`` and ``head`` to allow ``feature_extraction``.
+    ``input_spec`` says how to feed it (default: images scaled to [0, 1] at their own size;
+    ``{"modality": "tabular"}`` for rows of numbers). Give ``body`` and ``head`` to allow
+    ``feature_extraction``.
     """
-    framework = "torch" if type(native).__module__.startswith("torch") or _is_torch_module(native) else "tf"
-    spec = {"modality": "image", "image_size": None, "mean": None, "std": None}
-    spec.update(input_spec or {})
+    framework = _framework_of(native)
     choose("task", task, ["classification", "regression"])
     if task == "regression":
         num_classes = 1
     elif not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"num_classes={num_classes!r}: a classification model needs num_classes >= 1")
-    return FTModel(name, framework, native, groups, spec, body=body, head=head, num_classes=num_classes,
+    parts = _frameworks.backend(framework).models.wrap(native, list(groups), body=body, head=head)
+    spec = {"modality": "image", "image_size": None, "mean": None, "std": None, **(input_spec or {})}
+    return FTModel(name, framework, native, parts["groups"], spec, body=body, head=head, num_classes=num_classes,
                    task=task)
 
 
-def _is_torch_module(obj):
-    if "torch" not in __import__("sys").modules:
-        return False
-    import torch
-    return isinstance(obj, torch.nn.Module)
+def _framework_of(native):
+    """'torch' or 'tf', from the classes the model is built on (without importing either)."""
+    modules = {c.__module__.split(".")[0] for c in type(native).__mro__}
+    if "torch" in modules:
+        return "torch"
+    if "keras" in modules or "tensorflow" in modules:
+        return "tf"
+    raise ConfigError(f"cannot wrap a {type(native).__name__}: expected a torch nn.Module or a keras.Model")
 
 
 def package_path(package, *parts):

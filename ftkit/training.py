@@ -159,15 +159,6 @@ def _all_finite(snapshot):
     return True
 
 
-def _diverged(run, trainer, epoch_start, what):
-    """Stop a run whose loss is no longer finite, keeping the last weights that were."""
-    trainer.discard_grads()
-    if not _all_finite(trainer.get_weights()):
-        trainer.set_weights(epoch_start)
-    run.status = "diverged"
-    run.message = f"{what}; training stopped and the last good weights were kept: try a lower learning rate"
-
-
 def finetune(model, data, config=None, *, callbacks=(), name=None, **overrides):
     """Fine-tune ``model`` on ``data`` and return the :class:`Run`.
 
@@ -179,92 +170,8 @@ def finetune(model, data, config=None, *, callbacks=(), name=None, **overrides):
         config = config.replace(**overrides)
     check(model, data, config)
     run = Run(model, data.name, config, name=name)
-    trainer = model.backend.train.Trainer(model, config, _class_weights(config, data))
-    run.device, run.precision = str(trainer.device), trainer.precision
-    masks = plan(config, len(model.groups))
-    base_lrs = group_lrs(config, len(model.groups))
-    n_batches = batches_per_epoch(len(data.train), config)
-    per_epoch = steps_per_epoch(len(data.train), config)
-    run.total_steps = total = per_epoch * config.epochs
-    sched = schedule_kwargs(config)
-    for cb in callbacks:
-        cb.on_train_begin(run)
-    run.status = "running"
-    if config.strategy == "feature_extraction":
-        trainer.set_trainable(masks[0])
-        trainer.cache_features([data.train, data.val])
-    best, best_weights, bad_epochs, step = None, None, 0, 0
     try:
-        for epoch in range(config.epochs):
-            mask = masks[epoch]
-            trainer.set_trainable(mask)
-            epoch_start = trainer.get_weights()
-            for cb in callbacks:
-                cb.on_epoch_begin(run, epoch, mask)
-            t0, seen, losses, micro = time.perf_counter(), 0, [], 0
-            bar = _progress(config, per_epoch, f"epoch {epoch + 1}/{config.epochs}")
-            batches = trainer.batches(data.train, shuffle=True, seed=config.seed * 1000 + epoch)
-            for b, batch in zip(range(n_batches), batches):
-                if micro == 0:
-                    lrs = [lr * lr_factor(step, total, **sched) for lr in base_lrs]
-                    trainer.set_lrs(lrs)
-                micro += 1
-                update = micro == config.grad_accum or b == n_batches - 1
-                loss = trainer.train_step(batch, update=update)
-                if not math.isfinite(loss):
-                    _diverged(run, trainer, epoch_start, f"loss became {loss} at step {step} (epoch {epoch + 1})")
-                    break
-                seen += len(batch[1])
-                losses.append(loss)
-                if update:
-                    rec = {"step": step, "epoch": epoch, "loss": float(np.mean(losses[-micro:])),
-                           "lrs": [lr if m else 0.0 for lr, m in zip(lrs, mask)]}
-                    micro = 0
-                    run.history["steps"].append(rec)
-                    step += 1
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{rec['loss']:.4f}")
-                    for cb in callbacks:
-                        cb.on_step_end(run, rec)
-                    if run.stop_requested:
-                        break
-            if bar is not None:
-                bar.close()
-            if run.status == "diverged":
-                break
-            wall = time.perf_counter() - t0
-            record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                      "trainable_params": trainer.trainable_params(), "trainable_mask": list(mask),
-                      "wall_time": wall, "samples_per_sec": seen / wall if wall > 0 else 0.0}
-            val_loss, val_scores = trainer.predict(data.val)
-            if not (math.isfinite(val_loss) and np.isfinite(val_scores).all()):
-                _diverged(run, trainer, epoch_start, f"validation loss became {val_loss} after epoch {epoch + 1}")
-                break
-            record["val_loss"] = val_loss
-            for k, v in _metrics.compute(model.task, data.val.y, val_scores).items():
-                if k != "confusion_matrix":
-                    record[f"val_{k}"] = v
-            run.history["epochs"].append(record)
-            for cb in callbacks:
-                cb.on_epoch_end(run, record)
-            if config.early_stopping:
-                score = record[config.monitor] * (1 if config.monitor == "val_loss" else -1)
-                if best is None or score < best:
-                    best, best_weights, bad_epochs = score, trainer.get_weights(), 0
-                else:
-                    bad_epochs += 1
-                    if bad_epochs >= config.early_stopping:
-                        run.status = "early_stopped"
-                        run.message = f"no better {config.monitor} for {bad_epochs} epochs; best weights restored"
-                        break
-            if run.stop_requested:
-                run.status, run.message = "stopped", f"stopped by request in epoch {epoch + 1}"
-                break
-        if best_weights is not None and run.status != "diverged":
-            trainer.set_weights(best_weights)  # best-weights restore
-        if run.status == "running":
-            run.status = "finished"
+        _fit(run, data, list(callbacks))
     except BaseException:
         run.status = "failed"
         raise
@@ -272,6 +179,122 @@ def finetune(model, data, config=None, *, callbacks=(), name=None, **overrides):
         for cb in callbacks:
             cb.on_train_end(run)
     return run
+
+
+def _fit(run, data, callbacks):
+    model, config = run.model, run.config
+    trainer = model.backend.train.Trainer(model, config, _class_weights(config, data))
+    run.device, run.precision = str(trainer.device), trainer.precision
+    masks = plan(config, len(model.groups))
+    run.total_steps = steps_per_epoch(len(data.train), config) * config.epochs
+    for cb in callbacks:
+        cb.on_train_begin(run)
+    run.status = "running"
+    if config.strategy == "feature_extraction":
+        trainer.set_trainable(masks[0])
+        trainer.cache_features([data.train, data.val])
+    best = _Best(config.monitor)
+    for epoch, mask in enumerate(masks):
+        trainer.set_trainable(mask)
+        epoch_start = trainer.get_weights()
+        for cb in callbacks:
+            cb.on_epoch_begin(run, epoch, mask)
+        record = _train_epoch(run, trainer, data, epoch, mask, callbacks)
+        if record is not None:
+            record = _validate(run, trainer, data, record)
+        if record is None:  # the loss is no longer finite
+            trainer.discard_grads()
+            if not _all_finite(trainer.get_weights()):
+                trainer.set_weights(epoch_start)
+            run.status = "diverged"
+            run.message += "; training stopped and the last good weights were kept: try a lower learning rate"
+            return
+        run.history["epochs"].append(record)
+        for cb in callbacks:
+            cb.on_epoch_end(run, record)
+        if config.early_stopping and best.update(record, trainer) >= config.early_stopping:
+            run.status = "early_stopped"
+            run.message = f"no better {config.monitor} for {config.early_stopping} epochs; best weights restored"
+        elif run.stop_requested:
+            run.status, run.message = "stopped", f"stopped by request in epoch {epoch + 1}"
+        if run.status != "running":
+            break
+    if best.weights is not None:
+        trainer.set_weights(best.weights)
+    if run.status == "running":
+        run.status = "finished"
+
+
+def _train_epoch(run, trainer, data, epoch, mask, callbacks):
+    """One pass over the training split; returns the epoch record, or None if the loss diverged."""
+    config = run.config
+    base_lrs = group_lrs(config, len(mask))
+    sched = schedule_kwargs(config)
+    n_batches = batches_per_epoch(len(data.train), config)
+    bar = _progress(config, steps_per_epoch(len(data.train), config), f"epoch {epoch + 1}/{config.epochs}")
+    t0, seen, losses, micro = time.perf_counter(), 0, [], 0
+    step = len(run.history["steps"])
+    batches = trainer.batches(data.train, shuffle=True, seed=config.seed * 1000 + epoch)
+    try:
+        for b, batch in zip(range(n_batches), batches):
+            if micro == 0:  # a new optimizer step: set each group's LR from the schedule
+                lrs = [lr * lr_factor(step, run.total_steps, **sched) for lr in base_lrs]
+                trainer.set_lrs(lrs)
+            micro += 1
+            update = micro == config.grad_accum or b == n_batches - 1
+            loss = trainer.train_step(batch, update=update)
+            if not math.isfinite(loss):
+                run.message = f"loss became {loss} at step {step} (epoch {epoch + 1})"
+                return None
+            seen += len(batch[1])
+            losses.append(loss)
+            if update:
+                rec = {"step": step, "epoch": epoch, "loss": float(np.mean(losses[-micro:])),
+                       "lrs": [lr if m else 0.0 for lr, m in zip(lrs, mask)]}
+                micro, step = 0, step + 1
+                run.history["steps"].append(rec)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{rec['loss']:.4f}")
+                for cb in callbacks:
+                    cb.on_step_end(run, rec)
+                if run.stop_requested:
+                    break
+    finally:
+        if bar is not None:
+            bar.close()
+    wall = time.perf_counter() - t0
+    return {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            **trainer.train_metrics(), "trainable_params": trainer.trainable_params(),
+            "trainable_mask": list(mask), "wall_time": wall, "samples_per_sec": seen / wall if wall > 0 else 0.0}
+
+
+def _validate(run, trainer, data, record):
+    """Add validation loss and metrics to the epoch record; None if they are not finite."""
+    val_loss, scores = trainer.predict(data.val)
+    if not (math.isfinite(val_loss) and np.isfinite(scores).all()):
+        run.message = f"validation loss became {val_loss} after epoch {record['epoch'] + 1}"
+        return None
+    record["val_loss"] = val_loss
+    for k, v in _metrics.compute(run.model.task, data.val.y, scores).items():
+        if k != "confusion_matrix":
+            record[f"val_{k}"] = v
+    return record
+
+
+class _Best:
+    """Early stopping's memory: the best monitored value, its weights, and epochs since."""
+
+    def __init__(self, monitor):
+        self.monitor, self.score, self.weights, self.bad_epochs = monitor, None, None, 0
+
+    def update(self, record, trainer):
+        score = record[self.monitor] * (1 if self.monitor == "val_loss" else -1)
+        if self.score is None or score < self.score:
+            self.score, self.weights, self.bad_epochs = score, trainer.get_weights(), 0
+        else:
+            self.bad_epochs += 1
+        return self.bad_epochs
 
 
 def _progress(config, total, desc):

@@ -14,6 +14,11 @@ def test_same_groups_and_parameter_counts(models):
     t, k = models["torch"], models["tf"]
     assert t.group_names == k.group_names == ["stem", "blocks_2_6", "blocks_7_13", "blocks_14_18", "head"]
     assert t.param_counts() == k.param_counts()
+    counts = t.param_counts()
+    for m in (t, k):  # freezing changes what trains, not what a group holds
+        m.freeze()
+        assert m.param_counts() == counts and m.trainable_mask() == [False] * 4 + [True]
+        m.unfreeze()
 
 
 def test_same_lr_sequence_and_masks_step_by_step(models, digits_small):

@@ -212,6 +212,7 @@ def test_finetune_end_to_end(digits):
                                                            progress=False))
     assert run.status == "finished" and run.device == "cpu" and run.precision == "fp32"
     assert len(run.history["epochs"]) == 2
+    assert all(0 <= e["train_accuracy"] <= 1 for e in run.history["epochs"])
     assert all(np.isfinite(e["val_loss"]) for e in run.history["epochs"])
     first = run.history["steps"][0]["lrs"]
     assert first[:-1] == [0.0] * 4 and first[-1] > 0          # progressive: only the head in epoch 1

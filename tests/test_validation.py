@@ -76,8 +76,26 @@ def test_empty_split_and_bad_labels_and_wrong_shapes():
         ftkit.Dataset.from_arrays("d", (x, y), (x, np.full(10, 7)), class_names=["a", "b"])
     with pytest.raises(DataError, match=r"images must have shape .* got \(10, 28, 28, 2\)"):
         ftkit.Dataset.from_arrays("d", (np.zeros((10, 28, 28, 2), np.uint8), y), (x, y))
-    with pytest.raises(DataError, match=r"got \(10, 5\)"):
-        ftkit.Dataset.from_arrays("d", (np.zeros((10, 5), np.uint8), y), (x, y))
+    with pytest.raises(DataError, match=r"got \(10, 4, 4\)"):
+        ftkit.Dataset.from_arrays("d", (np.zeros((10, 4, 4), np.uint8), y), (x, y))
+
+
+def test_rows_of_numbers_to_an_image_model(model):
+    rows = ftkit.Dataset.from_arrays("rows", (np.zeros((10, 5), np.float32), np.arange(10) % 2),
+                                     (np.zeros((4, 5), np.float32), np.arange(4) % 2))
+    with pytest.raises(DataError, match="takes image inputs but dataset 'rows' holds tabular"):
+        ftkit.finetune(model, rows, progress=False)
+
+
+def test_wrap_model_checks_its_input():
+    import torch
+    with pytest.raises(ConfigError, match="cannot wrap a dict"):
+        ftkit.wrap_model({}, [("head", [])], num_classes=2)
+    net = torch.nn.Linear(3, 2)
+    with pytest.raises(ConfigError, match="is not an nn.Module"):
+        ftkit.wrap_model(net, [("head", [net.weight])], num_classes=2)
+    with pytest.raises(ConfigError, match="num_classes=None"):
+        ftkit.wrap_model(net, [("head", [net])])
 
 
 def test_text_data_to_an_image_model(model):

@@ -120,7 +120,9 @@ def test_layermap_clicks_edit_the_config_and_the_model(panel):
     assert (panel.config.strategy, panel.config.trainable_groups) == ("partial", 3)
     assert panel.model.trainable_mask() == [False, False, True, True, True]
     assert panel.layermap.mask == [False, False, True, True, True]
-    panel.layermap._handle_msg(panel.layermap, {"type": "click", "index": 0}, [])  # as the browser sends it
+    # a click in the browser arrives as an ipywidgets "custom" comm message:
+    panel.layermap._handle_msg({"content": {"data": {"method": "custom", "content": {"type": "click", "index": 0}}},
+                                "buffers": []})
     assert panel.config.strategy == "full" and panel.model.trainable_mask() == [True] * 5
     panel.layermap.click(3)  # freeze blocks_14_18 and everything before it
     assert panel.config.strategy == "head_only" and panel.model.trainable_mask() == [False] * 4 + [True]
@@ -243,3 +245,15 @@ def test_liveview_and_runboard_work_as_plain_callbacks(tmp_path):
     assert "download" in board.export_note.value
     only = RunBoard(runs=[run])
     assert len(only.rows()) == 1 and only.to_dataframe().shape[0] == 1
+
+
+def test_a_model_and_dataset_you_pass_in_are_used_as_they_are():
+    data = ftkit.load_dataset("digits", verbose=False).subset(5)
+    model = ftkit.load_model("mobilenet_v2", num_classes=10, image_size=32, verbose=False)
+    p = FineTunePanel(config=TINY.replace(epochs=1), model=model, dataset=data, live_interval=0.0)
+    assert p.model is model and p.data is data
+    assert p.model_name.disabled and p.dataset.disabled and not p.fresh.value
+    run = p.train(wait=True)
+    assert run.status == "finished" and run.model is model and p.model is model  # trained in place
+    code = p.code()
+    assert "the model you gave the panel" in code and "the Dataset you gave the panel" in code

@@ -1,13 +1,14 @@
 """End-to-end: the FineTunePanel in a real JupyterLab, driven by headless Chromium.
 
-Starts JupyterLab on a free localhost port with a token, in a temporary folder
-holding a copy of tests/assets/widgets_e2e.ipynb and a "python3" kernelspec
-that runs this interpreter (so the kernel sees the same venv). Then, in
-Debian's Chromium through Playwright (never a downloaded browser): run all
-cells, click Train, wait until the live view and the RunBoard show a finished
-run, click a LayerMap block, run the state cell again and check in the
-kernel's own output file that the freeze state changed. A screenshot goes to
-tests/artifacts/widgets_e2e.png.
+Starts JupyterLab on a free localhost port with a token, in a temporary folder,
+with a "python3" kernelspec that runs this interpreter (so the kernel sees the
+same venv). Then, in Debian's Chromium through Playwright (never a downloaded
+browser), once in JupyterLab 4 and once in Notebook 7 (served by the same
+server), on a copy of tests/assets/widgets_e2e.ipynb: run all cells, click
+Train, wait until the live view and the RunBoard show a finished run, click a
+LayerMap block, run the state cell again and check in the kernel's own output
+file that the freeze state changed. Screenshots go to tests/artifacts/
+(widgets_e2e.png for JupyterLab, widgets_e2e_notebook7.png).
 
 Skipped, loudly, only when /usr/bin/chromium is missing (`.ci/run` installs it).
 """
@@ -28,7 +29,7 @@ import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("FTKIT_TEST_CHROMIUM", "/usr/bin/chromium")  # another binary, or a missing one to check the skip
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 HERE = Path(__file__).parent
@@ -59,9 +60,8 @@ def chromium():
 def lab(tmp_path_factory):
     """A JupyterLab server in a temporary root folder; yields (url, token, root). Killed afterwards."""
     root = tmp_path_factory.mktemp("lab")
-    work = root / "work"
+    work = root / "work"  # the server's root folder; each test copies the notebook into it
     work.mkdir()
-    shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
     # a "python3" kernelspec for this interpreter, found first through JUPYTER_PATH
     spec_dir = root / "jupyter_path" / "kernels" / "python3"
     spec_dir.mkdir(parents=True)
@@ -125,22 +125,50 @@ def _read_state(path, timeout):
     raise AssertionError(f"the notebook did not write {path} within {timeout} s")
 
 
-def test_panel_trains_and_layermap_freezes_in_a_real_browser(chromium, lab):
+def _wait_for_kernel(url, token, notebook, timeout=90):
+    """Until the notebook's kernel is idle and the page's websocket is connected to it."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with urllib.request.urlopen(f"{url}/api/sessions?token={token}", timeout=5) as r:
+            sessions = [s for s in json.load(r) if s["path"] == notebook]
+        if sessions:
+            kernel = sessions[0]["kernel"]
+            if kernel["execution_state"] == "idle" and kernel.get("connections", 0) >= 1:
+                return
+        time.sleep(0.3)
+    raise AssertionError(f"the kernel of {notebook} was not ready within {timeout} s")
+
+
+# (which front end, its URL for a notebook path, the screenshot it leaves)
+UIS = [("jupyterlab", "lab/tree/{}", "widgets_e2e.png"), ("notebook7", "notebooks/{}", "widgets_e2e_notebook7.png")]
+
+
+@pytest.mark.parametrize("ui,url_path,screenshot", UIS, ids=[u[0] for u in UIS])
+def test_panel_trains_and_layermap_freezes_in_a_real_browser(chromium, lab, ui, url_path, screenshot):
     from playwright.sync_api import expect, sync_playwright
 
     url, token, work, server_log = lab
-    state_file = work / "kernel_state.json"
+    notebook = f"{ui}/{NOTEBOOK.name}"  # each front end gets its own copy, folder and kernel
+    (work / ui).mkdir()
+    shutil.copy(NOTEBOOK, work / notebook)
+    state_file = work / ui / "kernel_state.json"
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "widgets_e2e.png"
+    shot = ARTIFACTS / screenshot
     t0 = time.monotonic()
     with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
         browser = p.chromium.launch_persistent_context(
             profile, executable_path=chromium, headless=True, args=CHROMIUM_ARGS,
             viewport={"width": 1500, "height": 2300})
         page = browser.new_page()
+        console = []
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
         try:
-            page.goto(f"{url}/lab/tree/{NOTEBOOK.name}?token={token}", timeout=60 * MS)
+            page.goto(f"{url}/{url_path.format(notebook)}?token={token}", timeout=60 * MS)
             page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60 * MS)
+            _wait_for_kernel(url, token, notebook)
+            expect(page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first).to_be_attached(
+                timeout=30 * MS)
 
             # Run > Run All Cells
             page.get_by_role("menuitem", name="Run", exact=True).click()
@@ -156,15 +184,21 @@ def test_panel_trains_and_layermap_freezes_in_a_real_browser(chromium, lab):
 
             # Train, and wait for the live view and the RunBoard to show a finished run
             train = panel.locator(".ftkit-train")
+            plot = panel.locator(".ftkit-live-plot")
+            plot_before = plot.get_attribute("src")
             expect(train).to_be_enabled()
             train.click()
             expect(panel.locator(".ftkit-stop")).to_be_enabled(timeout=10 * MS)  # running: Stop is live ...
             expect(train).to_be_disabled()                                     # ... and Train is not
-            expect(panel.locator(".ftkit-live-status[data-status='finished']")).to_be_visible(timeout=120 * MS)
-            expect(panel.locator(".ftkit-runboard-table tr[data-status='finished']")).to_have_count(1,
-                                                                                                timeout=30 * MS)
+            done = panel.locator(".ftkit-live-status[data-status='finished'], .ftkit-status [data-kind='error']")
+            expect(done.first).to_be_visible(timeout=120 * MS)
+            error = panel.locator(".ftkit-status [data-kind='error']")
+            assert not error.count(), f"the panel reported: {error.inner_text()}"
+            expect(panel.locator(".ftkit-runboard-table tr[data-status='finished']")).to_have_count(
+                1, timeout=30 * MS)
             expect(train).to_be_enabled(timeout=30 * MS)
-            assert len(panel.locator(".ftkit-live-plot").get_attribute("src") or "") > 5000  # a drawn PNG
+            assert plot.get_attribute("src") != plot_before  # redrawn during the run ...
+            assert plot.evaluate("img => img.complete && img.naturalWidth") > 500  # ... into a real picture
             assert "samples/s" in panel.locator(".ftkit-live-stats").inner_text()
             t_trained = time.monotonic() - t0
 
@@ -186,15 +220,15 @@ def test_panel_trains_and_layermap_freezes_in_a_real_browser(chromium, lab):
             assert state["runs"][0]["epochs"] == 2
             expect(cells.nth(1).locator(".jp-OutputArea-output")).to_contain_text("KERNEL STATE")
 
-            panel.scroll_into_view_if_needed()
-            page.locator(".jp-Notebook").evaluate("el => el.scrollTop = 0")
+            panel.locator(".ftkit-train").scroll_into_view_if_needed()
             page.screenshot(path=str(shot))
         except Exception:
-            page.screenshot(path=str(ARTIFACTS / "widgets_e2e_failure.png"))
+            page.screenshot(path=str(ARTIFACTS / f"failure_{shot.name}"))
             print(server_log.read_text()[-4000:], file=sys.stderr)
+            print("browser console:\n" + "\n".join(console[-40:]), file=sys.stderr)
             raise
         finally:
             browser.close()
-    print(f"\nbrowser e2e: notebook ready {t_ready:.0f} s, run finished {t_trained:.0f} s, "
+    print(f"\nbrowser e2e ({ui}): notebook ready {t_ready:.0f} s, run finished {t_trained:.0f} s, "
           f"total {time.monotonic() - t0:.0f} s; screenshot {shot}")
     assert shot.stat().st_size > 10_000

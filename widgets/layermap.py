@@ -107,7 +107,7 @@ class LayerMap(anywidget.AnyWidget):
         super().__init__(**kwargs)
         self.model = model
         self._handlers = []
-        self.on_msg(self._handle_msg)
+        self.on_msg(self._on_custom_msg)
         if model is not None:
             self.show_model(model)
 
@@ -164,7 +164,7 @@ class LayerMap(anywidget.AnyWidget):
             self.model.set_trainable(mask)
             self.show_model(self.model)
 
-    def _handle_msg(self, widget, content, buffers):
+    def _on_custom_msg(self, widget, content, buffers):
         if isinstance(content, dict) and content.get("type") == "click":
             self.click(int(content["index"]))
 

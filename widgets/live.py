@@ -19,6 +19,7 @@ import threading
 import time
 
 import ipywidgets as widgets
+from matplotlib.ticker import MaxNLocator
 
 import ftkit
 
@@ -122,9 +123,11 @@ class LiveView(widgets.VBox, ftkit.Callback):
                 ax_lr.plot(xs, ys, color=GROUP_COLOURS[g % len(GROUP_COLOURS)], label=name)
             if any(v > 0 for s in steps for v in s["lrs"]):
                 ax_lr.set_yscale("log")
-            ax_lr.legend(fontsize=7, title="gap = frozen", title_fontsize=7)
-        if run.total_steps:
-            for ax in (ax_loss, ax_lr):
+            ax_lr.legend(fontsize=7, title="gap = frozen", title_fontsize=7, loc="center left",
+                         bbox_to_anchor=(1.0, 0.5))
+        for ax in (ax_loss, ax_lr):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if run.total_steps:
                 ax.set_xlim(-0.5, max(run.total_steps - 0.5, 1))
         return fig
 

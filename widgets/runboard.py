@@ -19,6 +19,7 @@ import io
 import os
 
 import ipywidgets as widgets
+from matplotlib.ticker import MaxNLocator
 
 import ftkit
 
@@ -89,7 +90,10 @@ class RunBoard(widgets.VBox):
         """Redraw the table and the plot from the runs as they are now."""
         runs = self.runs
         self.table.value = _table_html([run_row(r) for r in runs])
-        self.plot.value = to_png(self.figure(runs)) if runs else message_png("No runs yet.")
+        if any(r.history["epochs"] for r in runs):
+            self.plot.value = to_png(self.figure(runs))
+        else:
+            self.plot.value = message_png("No finished epochs yet.")
 
     @staticmethod
     def figure(runs):
@@ -109,6 +113,7 @@ class RunBoard(widgets.VBox):
                 ax_acc.plot(x, [e["val_accuracy"] for e in eps], "o-", color=colour, label=label)
         for ax in (ax_loss, ax_acc):
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if ax.lines:
                 ax.legend(fontsize=8)
         return fig

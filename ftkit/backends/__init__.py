@@ -10,15 +10,17 @@ schedules, the training loop, configs, metrics) lives above them in ``ftkit/``.
     ``body`` and ``head`` (the parts that ``feature_extraction`` splits at),
     ``groups`` (list of ``(name, [modules or layers])``, input to output, the head last),
     ``input_spec`` (dict: ``modality`` and its preprocessing) and ``source`` (where the weights came from).
-    ``count_params(members)``, ``group_trainable(members)``, ``set_group_trainable(members, flag)``.
+    ``count_params(members)``, ``group_trainable(members)``, ``set_group_trainable(members, flag)``,
+    ``wrap(native, groups, body=None, head=None)`` checks a user's own model (see ftkit.wrap_model).
 ``data.py``
-    ``prepare(model, x, y, *, train, augment)`` turns NumPy inputs into device tensors the model
-    takes (resize, channels, normalisation, channels_last; tokens for text);
+    ``prepare(model, x, *, train, augment)`` turns a device batch into what the model takes
+    (resize, channels, normalisation, augmentation; channels_last in torch);
     ``raw_loader(split, batch_size, shuffle)`` gives a native DataLoader / tf.data.Dataset.
 ``train.py``
     ``Trainer(model, config, class_weights)`` with ``device``, ``precision``, ``set_trainable(mask)``,
     ``set_lrs(lrs)``, ``batches(split, shuffle, seed)``, ``train_step(batch, update) -> loss``,
-    ``discard_grads()``, ``predict(split) -> (loss, scores)``, ``get_weights()``, ``set_weights(snapshot)``,
+    ``train_metrics()`` (training accuracy since the last call), ``discard_grads()``,
+    ``predict(split) -> (loss, scores)``, ``get_weights()``, ``set_weights(snapshot)``,
     ``cache_features(splits)`` and ``trainable_params()``.
 ``io.py``
     ``save_weights(model, path)`` and ``load_weights(model, path)`` with safetensors (never pickle).

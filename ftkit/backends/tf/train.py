@@ -54,6 +54,24 @@ def pick_precision(precision, device):
     return precision
 
 
+def _spec(x):
+    """A TensorSpec (or dict of them) with a free batch size: one trace serves every batch, the last included."""
+    if isinstance(x, dict):
+        return {k: _spec(v) for k, v in x.items()}
+    return tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype))
+
+
+def _compiled(fn):
+    """``tf.function`` of ``fn(x, y)``, traced once at the first call for that batch structure."""
+    state = {}
+
+    def call(x, y):
+        if "f" not in state:
+            state["f"] = tf.function(fn, input_signature=[_spec(x), _spec(y)])
+        return state["f"](x, y)
+    return call
+
+
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
@@ -91,7 +109,7 @@ class Trainer:
         if model.head is not None and model.head is not self.net:
             _set_policy(model.head, POLICIES[self.precision])
         self.class_weights = None if class_weights is None else tf.constant(np.asarray(class_weights, np.float32))
-        self.mask = [True] * len(model.groups)
+        self.mask = list(model.trainable_mask())
         self.features = None  # cached body features (feature_extraction)
         self._cache = {}
         # the variables of each group that can train (BatchNorm moving statistics cannot), fixed once
@@ -113,6 +131,9 @@ class Trainer:
         self._lrs = [config.lr] * len(model.groups)
         self._good_steps = 0
         self._fns = {}
+        with tf.device(self._tf_device):   # training accuracy counters (see train_metrics), kept on the device
+            self._correct = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self._seen = 0
 
     def _build_optimizers(self):
         """One optimizer and one set of gradient accumulators per group (only when training: predict-only
@@ -165,8 +186,8 @@ class Trainer:
         """feature_extraction: run the frozen body once over each split; later steps train only the head."""
         body = self.model.body
 
-        @tf.function(reduce_retracing=True)
-        def features(x):
+        @_compiled
+        def features(x, _):
             x = tdata.prepare(self.model, x, train=False)
             return tf.cast(body(x, training=False), tf.float32)
 
@@ -174,7 +195,7 @@ class Trainer:
         with tf.device(self._tf_device):
             for split in splits:
                 x, y = self._tensors(split)
-                feats = [features(tdata.take(x, slice(i, i + FEATURE_CHUNK)))
+                feats = [features(tdata.take(x, slice(i, i + FEATURE_CHUNK)), y[:1])
                          for i in range(0, len(y), FEATURE_CHUNK)]
                 self.features[id(split)] = (tf.concat(feats, 0), tf.constant(y))
 
@@ -224,19 +245,27 @@ class Trainer:
         if key in self._fns:
             return self._fns[key]
         self._build_optimizers()
-        active = [i for i, m in enumerate(self.mask) if m]
-        variables = [v for i in active for v in self._vars[i]]
-        accums = [a for i in active for a in self._accum[i]]
+        live = {id(v) for v in self.net.trainable_weights}   # a layer frozen by hand inside a group stays fixed
+        if self.model.head is not None:
+            live |= {id(v) for v in self.model.head.trainable_weights}
+        # (group index, [(variable, accumulator)]) of every group that trains now
+        plan = [(i, [(v, a) for v, a in zip(self._vars[i], self._accum[i]) if id(v) in live])
+                for i, m in enumerate(self.mask) if m]
+        variables = [v for _, pairs in plan for v, _ in pairs]
+        accums = [a for _, pairs in plan for _, a in pairs]
         anchors = [] if self._pretrained is None else \
             [self._pretrained[id(v)] for v in variables if id(v) in self._pretrained]
-        cfg, scale = self.config, self._loss_scale
+        cfg, scale, correct = self.config, self._loss_scale, self._correct
         no_grad = set()  # variables the loss does not reach (filled when grad_step is traced; not stepped)
 
-        @tf.function(reduce_retracing=True)
+        @_compiled
         def grad_step(x, y):
             with tf.GradientTape() as tape:
                 logits = self._forward(x, train=True)
                 loss = self._reduce(self._loss(logits, y), y)
+                if self.model.task == "classification":   # counted on the device: no extra sync per step
+                    hits = tf.equal(tf.argmax(logits, -1), tf.cast(y, tf.int64))
+                    correct.assign_add(tf.reduce_sum(tf.cast(hits, tf.int64)))
                 total = loss
                 if anchors:
                     total = total + cfg.l2sp / 2 * tf.add_n([tf.reduce_sum(tf.square(v - v0)) for v, v0 in anchors])
@@ -259,16 +288,13 @@ class Trainer:
         @tf.function
         def apply_step():
             grads = [a.read_value() for a in accums]
-            if cfg.clip_norm:
+            if cfg.clip_norm and grads:   # one global norm across all trainable groups, as torch's clip_grad_norm_
                 grads, _ = tf.clip_by_global_norm(grads, cfg.clip_norm)
-            k = 0
-            for i in active:
-                n = len(self._vars[i])
-                pairs = [(g, v) for g, v, a in zip(grads[k:k + n], self._vars[i], accums[k:k + n])
-                         if id(a) not in no_grad]
-                k += n
-                if pairs:
-                    self._optimizers[i].apply_gradients(pairs)
+            grad_of = dict(zip(map(id, accums), grads))
+            for i, pairs in plan:
+                todo = [(grad_of[id(a)], v) for v, a in pairs if id(a) not in no_grad]
+                if todo:
+                    self._optimizers[i].apply_gradients(todo)
             for a in accums:
                 a.assign(tf.zeros_like(a))
 
@@ -288,6 +314,7 @@ class Trainer:
         grad_step, apply_step, grads_finite = self._step_fns()
         with tf.device(self._tf_device):
             value = float(grad_step(x, y))
+            self._seen += len(y)
             if update and np.isfinite(value):
                 if self._loss_scale is not None and not bool(grads_finite()):
                     self._loss_scale.assign(self._loss_scale / 2)   # fp16 overflow: skip this step
@@ -301,6 +328,14 @@ class Trainer:
                             self._loss_scale.assign(self._loss_scale * 2)
         return value
 
+    def train_metrics(self):
+        """Training accuracy since the last call (classification), then reset."""
+        out = {"train_accuracy": int(self._correct.numpy()) / self._seen} \
+            if self._seen and self.model.task == "classification" else {}
+        self._correct.assign(0)
+        self._seen = 0
+        return out
+
     def discard_grads(self):
         for accs in self._accum or ():
             for a in accs:
@@ -308,9 +343,9 @@ class Trainer:
 
     def predict(self, split):
         """Mean loss and scores (class probabilities, or predictions for regression) over a split."""
-        key = ("predict", self.features is not None, tuple(self.mask))
+        key = ("predict", self.features is not None)   # training=False: independent of the mask
         if key not in self._fns:
-            @tf.function(reduce_retracing=True)
+            @_compiled
             def forward(x, y):
                 logits = tf.cast(self._forward(x, train=False), tf.float32)
                 out = tf.squeeze(logits, -1) if self.model.task == "regression" else tf.nn.softmax(logits, -1)

@@ -4,6 +4,8 @@ Small datasets live in memory as uint8; each batch is sliced, copied to the
 device without blocking (from pinned memory on a GPU), and only then resized and
 normalised, so the CPU never does per-image work.
 """
+from functools import lru_cache
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -50,14 +52,18 @@ def prepare(model, x, *, train=False, augment=False, channels_last=False):
     if spec.get("mean") is not None:
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        mean = torch.tensor(spec["mean"], device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(spec["std"], device=x.device).view(1, -1, 1, 1)
+        mean, std = _stats(tuple(spec["mean"]), tuple(spec["std"]), x.device)
         x = (x - mean) / std
     if train and augment:
         x = augment_images(x)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+@lru_cache(maxsize=8)
+def _stats(mean, std, device):
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
 
 
 def augment_images(x, max_shift=0.1):

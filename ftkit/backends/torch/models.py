@@ -121,6 +121,19 @@ def build(name, num_classes, *, dropout=0.2, pretrained=True, image_size=96, max
             "source": source}
 
 
+def wrap(native, groups, body=None, head=None):
+    """Check a user's nn.Module and its groups; returns the parts an FTModel holds."""
+    if not isinstance(native, nn.Module):
+        raise ConfigError(f"expected a torch nn.Module, got {type(native).__name__}")
+    for gname, members in groups:
+        for m in members:
+            if not isinstance(m, nn.Module):
+                raise ConfigError(f"group {gname!r}: {m!r} is not an nn.Module")
+    if (body is None) != (head is None):
+        raise ConfigError("give both body and head (for feature_extraction), or neither")
+    return {"native": native, "body": body, "head": head, "groups": list(groups)}
+
+
 def _params(members):
     for m in members:
         yield from m.parameters()

@@ -46,12 +46,14 @@ class Trainer:
         self.class_weights = None if class_weights is None else torch.as_tensor(
             class_weights, dtype=torch.float32, device=self.device)
         self.mask = [True] * len(model.groups)
+        self._training = False
         self.features = None  # cached body features (feature_extraction)
         self._cache = {}
         self._pretrained = None
         if config.l2sp > 0:  # anchor: the pre-trained weights of every group but the head
             self._pretrained = [(p, p.detach().clone()) for g in model.groups[:-1] for m in g.members
                                 for p in m.parameters()]
+        self._correct, self._seen = 0, 0  # training accuracy counters (see train_metrics)
         self.optimizer = self._make_optimizer()
         self.optimizer.zero_grad(set_to_none=True)
 
@@ -83,16 +85,25 @@ class Trainer:
         """Freeze groups (weights fixed, eval mode) and unfreeze the others."""
         self.mask = list(mask)
         self.model.set_trainable(self.mask)
+        self._training = False
 
     def trainable_params(self):
         return sum(p.numel() for p in self.net.parameters() if p.requires_grad)
 
     def _train_mode(self):
+        """Train mode, except frozen groups, which stay in eval mode (BatchNorm statistics fixed)."""
+        if self._training:
+            return
+        self._training = True
         self.net.train()
         for g, trainable in zip(self.model.groups, self.mask):
             if not trainable:
                 for m in g.members:
                     m.eval()
+
+    def _eval_mode(self):
+        self._training = False
+        self.net.eval()
 
     # -- data --------------------------------------------------------------------------------------------
     def _tensors(self, split):
@@ -104,7 +115,7 @@ class Trainer:
     def cache_features(self, splits):
         """feature_extraction: run the frozen body once over each split; later steps train only the head."""
         self.features = {}
-        self.net.eval()
+        self._eval_mode()
         for split in splits:
             x, y = self._tensors(split)
             feats = []
@@ -164,6 +175,9 @@ class Trainer:
         with self._autocast():
             logits = self._forward(x, train=True)
         loss = self._reduce(self._loss(logits, y), y)
+        if self.model.task == "classification":  # counted on the device: no extra sync per step
+            self._correct += (logits.argmax(-1) == y).sum()
+            self._seen += len(y)
         total = loss
         if self._pretrained is not None:
             total = total + self.config.l2sp / 2 * sum(((p - p0) ** 2).sum() for p, p0 in self._pretrained
@@ -185,13 +199,19 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
         return value
 
+    def train_metrics(self):
+        """Training accuracy since the last call (classification), then reset."""
+        out = {"train_accuracy": float(self._correct) / self._seen} if self._seen else {}
+        self._correct, self._seen = torch.zeros((), dtype=torch.long, device=self.device), 0
+        return out
+
     def discard_grads(self):
         self.optimizer.zero_grad(set_to_none=True)
 
     @torch.no_grad()
     def predict(self, split):
         """Mean loss and scores (class probabilities, or predictions for regression) over a split."""
-        self.net.eval()
+        self._eval_mode()
         losses, scores = [], []
         for x, y in self.batches(split):
             with self._autocast():
