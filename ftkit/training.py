@@ -194,25 +194,29 @@ def _fit(run, data, callbacks):
         trainer.set_trainable(masks[0])
         trainer.cache_features([data.train, data.val])
     best = _Best(config.monitor)
+    last_good = trainer.get_weights()  # the latest weights known to be finite (NaN protection)
     for epoch, mask in enumerate(masks):
         trainer.set_trainable(mask)
-        epoch_start = trainer.get_weights()
         for cb in callbacks:
             cb.on_epoch_begin(run, epoch, mask)
         record = _train_epoch(run, trainer, data, epoch, mask, callbacks)
         if record is not None:
             record = _validate(run, trainer, data, record)
+        weights = trainer.get_weights()
+        if record is not None and not _all_finite(weights):
+            run.message, record = f"weights became infinite or NaN in epoch {epoch + 1}", None
         if record is None:  # the loss is no longer finite
             trainer.discard_grads()
-            if not _all_finite(trainer.get_weights()):
-                trainer.set_weights(epoch_start)
+            if not _all_finite(weights):
+                trainer.set_weights(last_good)
             run.status = "diverged"
             run.message += "; training stopped and the last good weights were kept: try a lower learning rate"
             return
+        last_good = weights
         run.history["epochs"].append(record)
         for cb in callbacks:
             cb.on_epoch_end(run, record)
-        if config.early_stopping and best.update(record, trainer) >= config.early_stopping:
+        if config.early_stopping and best.update(record, weights) >= config.early_stopping:
             run.status = "early_stopped"
             run.message = f"no better {config.monitor} for {config.early_stopping} epochs; best weights restored"
         elif run.stop_requested:
@@ -288,10 +292,10 @@ class _Best:
     def __init__(self, monitor):
         self.monitor, self.score, self.weights, self.bad_epochs = monitor, None, None, 0
 
-    def update(self, record, trainer):
+    def update(self, record, weights):
         score = record[self.monitor] * (1 if self.monitor == "val_loss" else -1)
         if self.score is None or score < self.score:
-            self.score, self.weights, self.bad_epochs = score, trainer.get_weights(), 0
+            self.score, self.weights, self.bad_epochs = score, weights, 0
         else:
             self.bad_epochs += 1
         return self.bad_epochs

@@ -31,3 +31,26 @@ def test_same_lr_sequence_and_masks_step_by_step(models, digits_small):
         assert a["lrs"] == pytest.approx(b["lrs"], rel=1e-12)
     assert [e["trainable_mask"] for e in ts["epochs"]] == [e["trainable_mask"] for e in ks["epochs"]]
     assert [e["trainable_params"] for e in ts["epochs"]] == [e["trainable_params"] for e in ks["epochs"]]
+
+
+def _finite(model):
+    import numpy as np
+    if model.framework == "torch":
+        return all(np.isfinite(v.float().numpy()).all() for v in model.native.state_dict().values())
+    return all(np.isfinite(v.numpy()).all() for v in model.native.weights if v.dtype.startswith("float"))
+
+
+@pytest.mark.parametrize("framework", ["torch", "tf"])
+def test_divergence_stops_with_finite_weights_in_both(framework, digits_small):
+    model = ftkit.load_model("mobilenet_v2", framework=framework, num_classes=10, image_size=32, verbose=False)
+    run = ftkit.finetune(model, digits_small, optimizer="sgd", lr=1e8, epochs=3, progress=False)
+    assert run.status == "diverged" and "last good weights" in run.message
+    assert _finite(model)
+
+
+@pytest.mark.parametrize("framework", ["torch", "tf"])
+def test_train_accuracy_is_recorded(framework, digits_small):
+    model = ftkit.load_model("mobilenet_v2", framework=framework, num_classes=10, image_size=32, verbose=False)
+    run = ftkit.finetune(model, digits_small, strategy="head_only", lr=1e-2, epochs=2, progress=False)
+    accs = [e["train_accuracy"] for e in run.history["epochs"]]
+    assert all(0.0 <= a <= 1.0 for a in accs) and accs[-1] > 0.1  # above chance after two epochs

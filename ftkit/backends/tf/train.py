@@ -13,6 +13,7 @@ and ``tf.function`` rather than Keras ``fit``:
 * on a GPU, bf16 mixed precision (fp16 with dynamic loss scaling where bf16 is missing).
 """
 import logging
+from collections import namedtuple
 
 import numpy as np
 
@@ -92,6 +93,9 @@ def _make_optimizer(cfg):
         return keras.optimizers.Adam(learning_rate=cfg.lr, epsilon=1e-8)
     return keras.optimizers.SGD(learning_rate=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay or None)
+
+
+_Steps = namedtuple("_Steps", "fused grad apply grads_finite")
 
 
 class Trainer:
@@ -258,17 +262,45 @@ class Trainer:
         cfg, scale, correct = self.config, self._loss_scale, self._correct
         no_grad = set()  # variables the loss does not reach (filled when grad_step is traced; not stepped)
 
+        def losses(x, y):
+            """The batch loss, and what is differentiated (L2-SP added); counts correct answers on the device."""
+            logits = self._forward(x, train=True)
+            loss = self._reduce(self._loss(logits, y), y)
+            if self.model.task == "classification":   # no extra sync per step
+                hits = tf.equal(tf.argmax(logits, -1), tf.cast(y, tf.int64))
+                correct.assign_add(tf.reduce_sum(tf.cast(hits, tf.int64)))
+            total = loss
+            if anchors:
+                total = total + cfg.l2sp / 2 * tf.add_n([tf.reduce_sum(tf.square(v - v0)) for v, v0 in anchors])
+            return loss, total
+
+        def apply(grads_and_vars):
+            """Clip (one global norm over all groups, as torch's clip_grad_norm_) and step each group's optimizer."""
+            grads = [g for g, _ in grads_and_vars]
+            if cfg.clip_norm and grads:
+                grads, _ = tf.clip_by_global_norm(grads, cfg.clip_norm)
+            grad_of = {id(v): g for g, (_, v) in zip(grads, grads_and_vars)}
+            for i, pairs in plan:
+                todo = [(grad_of[id(v)], v) for v, _ in pairs if id(v) in grad_of]
+                if todo:
+                    self._optimizers[i].apply_gradients(todo)
+            return tf.constant(True)
+
+        @_compiled
+        def fused_step(x, y):
+            """grad_accum == 1 without loss scaling: gradients go straight to the optimizers (no accumulators);
+            a non-finite loss skips the update."""
+            with tf.GradientTape() as tape:
+                loss, total = losses(x, y)
+            grads = tape.gradient(total, variables)
+            kept = [(g, v) for g, v in zip(grads, variables) if g is not None]
+            tf.cond(tf.math.is_finite(loss), lambda: apply(kept), lambda: tf.constant(False))
+            return loss
+
         @_compiled
         def grad_step(x, y):
             with tf.GradientTape() as tape:
-                logits = self._forward(x, train=True)
-                loss = self._reduce(self._loss(logits, y), y)
-                if self.model.task == "classification":   # counted on the device: no extra sync per step
-                    hits = tf.equal(tf.argmax(logits, -1), tf.cast(y, tf.int64))
-                    correct.assign_add(tf.reduce_sum(tf.cast(hits, tf.int64)))
-                total = loss
-                if anchors:
-                    total = total + cfg.l2sp / 2 * tf.add_n([tf.reduce_sum(tf.square(v - v0)) for v, v0 in anchors])
+                loss, total = losses(x, y)
                 scaled = total / cfg.grad_accum
                 if scale is not None:
                     scaled = scaled * scale
@@ -287,14 +319,7 @@ class Trainer:
 
         @tf.function
         def apply_step():
-            grads = [a.read_value() for a in accums]
-            if cfg.clip_norm and grads:   # one global norm across all trainable groups, as torch's clip_grad_norm_
-                grads, _ = tf.clip_by_global_norm(grads, cfg.clip_norm)
-            grad_of = dict(zip(map(id, accums), grads))
-            for i, pairs in plan:
-                todo = [(grad_of[id(a)], v) for v, a in pairs if id(a) not in no_grad]
-                if todo:
-                    self._optimizers[i].apply_gradients(todo)
+            apply([(a.read_value(), v) for a, v in zip(accums, variables) if id(a) not in no_grad])
             for a in accums:
                 a.assign(tf.zeros_like(a))
 
@@ -302,7 +327,7 @@ class Trainer:
         def grads_finite():
             return tf.reduce_all([tf.reduce_all(tf.math.is_finite(a)) for a in accums]) if accums else True
 
-        self._fns[key] = (grad_step, apply_step, grads_finite)
+        self._fns[key] = _Steps(fused_step, grad_step, apply_step, grads_finite)
         return self._fns[key]
 
     def train_step(self, batch, update=True):
@@ -311,17 +336,19 @@ class Trainer:
         The optimizers never step on a non-finite loss: the caller then calls discard_grads().
         """
         x, y = batch
-        grad_step, apply_step, grads_finite = self._step_fns()
+        steps = self._step_fns()
         with tf.device(self._tf_device):
-            value = float(grad_step(x, y))
             self._seen += len(y)
+            if update and self.config.grad_accum == 1 and self._loss_scale is None:
+                return float(steps.fused(x, y))
+            value = float(steps.grad(x, y))
             if update and np.isfinite(value):
-                if self._loss_scale is not None and not bool(grads_finite()):
+                if self._loss_scale is not None and not bool(steps.grads_finite()):
                     self._loss_scale.assign(self._loss_scale / 2)   # fp16 overflow: skip this step
                     self._good_steps = 0
                     self.discard_grads()
                 else:
-                    apply_step()
+                    steps.apply()
                     if self._loss_scale is not None:
                         self._good_steps += 1
                         if self._good_steps % 2000 == 0:
