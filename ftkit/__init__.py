@@ -23,7 +23,15 @@ from .strategies import STRATEGIES  # noqa: E402
 from .training import Callback, Run, evaluate, finetune, session_runs  # noqa: E402
 
 __version__ = "0.1.0"
+
+
+def profile():
+    """'smoke' (tiny sizes, for CI on a CPU) or 'full', from the FTKIT_PROFILE environment variable."""
+    import os
+    value = os.environ.get("FTKIT_PROFILE", "full")
+    return value if value in ("smoke", "full") else "full"
+
 __all__ = ["FineTuneConfig", "DATASETS", "Dataset", "Split", "load_dataset", "ConfigError", "DataError",
            "FtkitError", "OfflineError", "LRFinderResult", "lr_find", "MODELS", "OFFLINE_MODELS", "FTModel",
            "LayerGroup", "load_model", "wrap_model", "load_run", "SCHEDULES", "group_lrs", "lr_curve",
-           "STRATEGIES", "Callback", "Run", "evaluate", "finetune", "session_runs"]
+           "STRATEGIES", "Callback", "Run", "evaluate", "finetune", "session_runs", "profile"]
