@@ -54,3 +54,35 @@ def test_train_accuracy_is_recorded(framework, digits_small):
     run = ftkit.finetune(model, digits_small, strategy="head_only", lr=1e-2, epochs=2, progress=False)
     accs = [e["train_accuracy"] for e in run.history["epochs"]]
     assert all(0.0 <= a <= 1.0 for a in accs) and accs[-1] > 0.1  # above chance after two epochs
+
+
+def _tiny_regressor(framework):
+    """A user's own small network on rows of numbers, wrapped with two groups."""
+    if framework == "torch":
+        import torch
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1))
+        groups = [("hidden", [net[0]]), ("head", [net[2]])]
+    else:
+        import keras
+        keras.utils.set_random_seed(0)
+        hidden, out = keras.layers.Dense(32, activation="relu"), keras.layers.Dense(1)
+        inputs = keras.Input((10,))
+        net = keras.Model(inputs, out(hidden(inputs)))
+        groups = [("hidden", [hidden]), ("head", [out])]
+    return ftkit.wrap_model(net, groups, task="regression", input_spec={"modality": "tabular"})
+
+
+@pytest.mark.parametrize("framework", ["torch", "tf"])
+def test_regression_with_a_wrapped_model_in_both(framework):
+    import numpy as np
+    from sklearn.datasets import load_diabetes
+    x, y = load_diabetes(return_X_y=True)
+    x, y = x.astype(np.float32), ((y - y.mean()) / y.std()).astype(np.float32)
+    data = ftkit.Dataset.from_arrays("diabetes", (x[:300], y[:300]), (x[300:370], y[300:370]),
+                                     (x[370:], y[370:]), task="regression")
+    model = _tiny_regressor(framework)
+    run = ftkit.finetune(model, data, epochs=30, lr=1e-2, batch_size=32, progress=False)
+    m = ftkit.evaluate(model, data, "test")
+    assert set(m) >= {"mse", "rmse", "mae", "r2"} and m["r2"] > 0.3, m
+    assert run.history["epochs"][-1]["val_mse"] < run.history["epochs"][0]["val_mse"]

@@ -22,6 +22,8 @@ def to_tensors(model, split):
     if model.modality == "text":
         tok = tokenize(model, split.x)
         x = {"token_ids": tok["input_ids"].astype(np.int32), "padding_mask": tok["attention_mask"].astype(np.int32)}
+    elif model.modality == "tabular":
+        x = np.asarray(split.x, dtype=np.float32)
     else:
         arr = np.asarray(split.x)
         x = np.ascontiguousarray(arr[..., None] if arr.ndim == 3 else arr)
@@ -47,7 +49,7 @@ def prepare(model, x, *, train=False, augment=False):
     (torch's ``F.interpolate(..., align_corners=False)`` = TF's half-pixel centres), grey -> 3 channels,
     ``(x - mean) / std``, then (training with ``augment`` only) a random flip and translation.
     """
-    if model.modality == "text":
+    if model.modality != "image":
         return x
     spec = model.input_spec
     x = tf.convert_to_tensor(x)

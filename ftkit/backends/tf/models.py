@@ -294,9 +294,7 @@ def wrap(native, groups, body=None, head=None):
                 raise ConfigError(f"group {gname!r}: {m!r} is not a Keras layer")
     if (body is None) != (head is None):
         raise ConfigError("give both body and head (for feature_extraction), or neither")
-    return {"native": native, "body": body, "head": head, "groups": list(groups),
-            "input_spec": {"modality": "image", "image_size": None, "mean": None, "std": None},
-            "source": "in memory"}
+    return {"native": native, "body": body, "head": head, "groups": list(groups)}
 
 
 def _weights(members):
