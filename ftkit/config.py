@@ -6,7 +6,7 @@ before training starts, naming the field and what is allowed.
 """
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Union
 
 from .errors import ConfigError, choose

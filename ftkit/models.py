@@ -5,11 +5,10 @@ the native model (``nn.Module`` or ``keras.Model``), its framework, and its
 ordered layer groups, input to output, the new head last. Freezing,
 differential learning rates and progressive unfreezing all work on groups.
 """
-import importlib.util
-import os
 from dataclasses import dataclass, field
 
 from . import _frameworks
+from .data import package_path
 from .errors import ConfigError, OfflineError, choose
 
 # name -> (modality, where the weights come from, what it is)
@@ -156,15 +155,6 @@ def _framework_of(native):
     if "keras" in modules or "tensorflow" in modules:
         return "tf"
     raise ConfigError(f"cannot wrap a {type(native).__name__}: expected a torch nn.Module or a keras.Model")
-
-
-def package_path(package, *parts):
-    """Path of a file shipped inside an installed package, or None."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = os.path.join(list(spec.submodule_search_locations)[0], *parts)
-    return path if os.path.exists(path) else None
 
 
 def mobilenet_weights_path():

@@ -152,9 +152,12 @@ def steps_per_epoch(n_train, config):
 
 
 def _all_finite(snapshot):
+    """True when every floating-point weight of a snapshot is finite (torch tensors are checked in place)."""
     for v in snapshot.values():
-        a = v.detach().float().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
-        if a.dtype.kind == "f" and not np.isfinite(a).all():
+        if hasattr(v, "is_floating_point"):
+            if v.is_floating_point() and not bool(v.isfinite().all()):
+                return False
+        elif np.asarray(v).dtype.kind == "f" and not np.isfinite(v).all():
             return False
     return True
 

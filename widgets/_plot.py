@@ -28,7 +28,8 @@ def to_png(fig):
 
 def message_png(text, width=6.0, height=1.2):
     """A small picture holding one line of text (shown where a plot cannot be drawn)."""
-    fig, (ax,) = new_figure(width, height)
+    fig = Figure(figsize=(width, height), dpi=80)  # no constrained layout: there are no axes to lay out
+    ax = fig.add_axes((0, 0, 1, 1))
     ax.axis("off")
     ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=11, color="#555555")
     return to_png(fig)

@@ -1,8 +1,8 @@
-"""PyTorch input pipeline: whole splits as CPU tensors, batches prepared on the device.
+"""PyTorch input pipeline: whole splits as tensors, batches prepared on the device.
 
-Small datasets live in memory as uint8; each batch is sliced, copied to the
-device without blocking (from pinned memory on a GPU), and only then resized and
-normalised, so the CPU never does per-image work.
+Datasets live in memory as uint8 (on the GPU itself when they are small); each
+batch is sliced, copied to the device if needed (without blocking, from pinned
+memory), and only then resized and normalised, so the CPU does no per-image work.
 """
 from functools import lru_cache
 
@@ -13,8 +13,16 @@ import torch.nn.functional as F
 from ...text import tokenize
 
 
-def to_tensors(model, split, pin=False):
-    """A split's inputs as CPU tensors: uint8 images (N, C, H, W) or a dict of token tensors."""
+RESIDENT_BYTES = 2 << 30  # a split smaller than this lives on the GPU for the whole run
+
+
+def to_tensors(model, split, device):
+    """A split's inputs and labels as tensors: uint8 images (N, C, H, W) or a dict of token tensors.
+
+    On a GPU a small split (every built-in dataset) is copied to the device once, so batches are
+    sliced there with no copy at all; a larger one stays in pinned CPU memory and each batch is
+    copied without blocking.
+    """
     if model.modality == "text":
         x = {k: torch.from_numpy(v.astype(np.int64)) for k, v in tokenize(model, split.x).items()}
     elif model.modality == "tabular":
@@ -24,7 +32,10 @@ def to_tensors(model, split, pin=False):
         arr = arr[..., None] if arr.ndim == 3 else arr
         x = torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2)))
     y = torch.from_numpy(np.asarray(split.y))
-    if pin:
+    if device.type == "cuda":
+        parts = list(x.values()) if isinstance(x, dict) else [x]
+        if sum(t.numel() * t.element_size() for t in parts) < RESIDENT_BYTES:
+            return to_device(x, device), y.to(device)
         x = {k: v.pin_memory() for k, v in x.items()} if isinstance(x, dict) else x.pin_memory()
         y = y.pin_memory()
     return x, y
@@ -32,6 +43,18 @@ def to_tensors(model, split, pin=False):
 
 def take(x, idx):
     return {k: v[idx] for k, v in x.items()} if isinstance(x, dict) else x[idx]
+
+
+def batch(x, idx, device):
+    """Rows ``idx`` of ``x`` on ``device``: sliced where ``x`` lives when that is the device (no copy),
+    else gathered into pinned memory on a GPU machine and copied without blocking."""
+    first = next(iter(x.values())) if isinstance(x, dict) else x
+    if first.device.type == device.type:
+        return take(x, idx.to(first.device))
+    rows = take(x, idx)
+    if device.type == "cuda":
+        rows = {k: v.pin_memory() for k, v in rows.items()} if isinstance(rows, dict) else rows.pin_memory()
+    return to_device(rows, device)
 
 
 def to_device(x, device):

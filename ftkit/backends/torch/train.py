@@ -109,7 +109,7 @@ class Trainer:
     def _tensors(self, split):
         key = id(split)
         if key not in self._cache:
-            self._cache[key] = (split, *tdata.to_tensors(self.model, split, pin=self.device.type == "cuda"))
+            self._cache[key] = (split, *tdata.to_tensors(self.model, split, self.device))
         return self._cache[key][1:]
 
     def cache_features(self, splits):
@@ -121,27 +121,17 @@ class Trainer:
             feats = []
             with torch.no_grad(), self._autocast():
                 for idx in torch.arange(len(y)).split(256):
-                    xb = tdata.prepare(self.model, tdata.to_device(tdata.take(x, idx), self.device),
-                                       channels_last=self.channels_last)
+                    xb = tdata.prepare(self.model, tdata.batch(x, idx, self.device), channels_last=self.channels_last)
                     feats.append(self.model.body(xb).float())
             self.features[id(split)] = (torch.cat(feats), y.to(self.device))
 
     def batches(self, split, shuffle=False, seed=0):
         """Yield device batches ``(x, y)`` of a split (features when cached)."""
-        if self.features is not None:
-            x, y = self.features[id(split)]
-            on_device = True
-        else:
-            x, y = self._tensors(split)
-            on_device = False
+        x, y = self.features[id(split)] if self.features is not None else self._tensors(split)
         n, bs = len(y), self.config.batch_size
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
         for idx in order.split(bs):
-            if on_device:
-                idx = idx.to(self.device)
-                yield tdata.take(x, idx), y[idx]
-            else:
-                yield tdata.to_device(tdata.take(x, idx), self.device), y[idx].to(self.device, non_blocking=True)
+            yield tdata.batch(x, idx, self.device), tdata.batch(y, idx, self.device)
 
     # -- steps -------------------------------------------------------------------------------------------
     def _autocast(self):
