@@ -73,7 +73,9 @@ class FineTuneConfig:
         for name in ("epochs", "batch_size", "grad_accum", "unfreeze_every", "trainable_groups"):
             _positive_int(name, getattr(self, name))
         _positive_float("lr", self.lr)
-        for name in ("weight_decay", "dropout", "l2sp", "label_smoothing", "warmup_steps", "min_lr_factor"):
+        if not isinstance(self.warmup_steps, int) or isinstance(self.warmup_steps, bool) or self.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps={self.warmup_steps!r} must be a whole number >= 0")
+        for name in ("weight_decay", "dropout", "l2sp", "label_smoothing", "min_lr_factor"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
                 raise ConfigError(f"{name}={v!r} must be a number >= 0")

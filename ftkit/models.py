@@ -99,8 +99,10 @@ def load_model(name, framework="torch", num_classes=None, *, pretrained=True, dr
     """Load a pre-trained model with a new ``num_classes`` head.
 
     ``num_classes=None`` keeps the original ImageNet head where there is one
-    (used to check the weights). Offline models load from installed packages;
-    hub models need the network and fail at once without it.
+    (used to check the weights). ``image_size`` is the side the images are
+    resized to on the device (default 96, or 224 with the ImageNet head);
+    ``max_length`` the number of tokens for text models. Offline models load
+    from installed packages; hub models need the network and fail at once without it.
     """
     choose("model", name, list(MODELS))
     fw = {"pytorch": "torch", "tensorflow": "tf", "keras": "tf"}.get(framework, framework)
