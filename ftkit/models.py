@@ -143,6 +143,8 @@ def wrap_model(native, groups, *, input_spec=None, body=None, head=None, num_cla
         num_classes = 1
     elif not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"num_classes={num_classes!r}: a classification model needs num_classes >= 1")
+    if (body is None) != (head is None):
+        raise ConfigError("give both body and head (for feature_extraction), or neither")
     parts = _frameworks.backend(framework).models.wrap(native, list(groups), body=body, head=head)
     spec = {"modality": "image", "image_size": None, "mean": None, "std": None, **(input_spec or {})}
     return FTModel(name, framework, native, parts["groups"], spec, body=body, head=head, num_classes=num_classes,

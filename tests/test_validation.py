@@ -96,6 +96,8 @@ def test_wrap_model_checks_its_input():
         ftkit.wrap_model(net, [("head", [net.weight])], num_classes=2)
     with pytest.raises(ConfigError, match="num_classes=None"):
         ftkit.wrap_model(net, [("head", [net])])
+    with pytest.raises(ConfigError, match="give both body and head"):
+        ftkit.wrap_model(net, [("head", [net])], num_classes=2, body=net)
 
 
 def test_text_data_to_an_image_model(model):

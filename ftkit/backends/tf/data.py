@@ -34,14 +34,6 @@ def take(x, idx):
     return {k: v[idx] for k, v in x.items()} if isinstance(x, dict) else x[idx]
 
 
-def to_device(x, device):
-    """Copy a batch (array or dict of arrays) to ``device`` ("cpu" or "gpu:0") as tensors."""
-    with tf.device(device):
-        if isinstance(x, dict):
-            return {k: tf.identity(v) for k, v in x.items()}
-        return tf.identity(x)
-
-
 def prepare(model, x, *, train=False, augment=False):
     """Turn a batch into what the model takes: float, resized, 3 channels, normalised (NHWC).
 

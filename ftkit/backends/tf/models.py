@@ -292,8 +292,6 @@ def wrap(native, groups, body=None, head=None):
         for m in members:
             if not isinstance(m, keras.layers.Layer):
                 raise ConfigError(f"group {gname!r}: {m!r} is not a Keras layer")
-    if (body is None) != (head is None):
-        raise ConfigError("give both body and head (for feature_extraction), or neither")
     return {"native": native, "body": body, "head": head, "groups": list(groups)}
 
 

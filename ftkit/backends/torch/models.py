@@ -129,8 +129,6 @@ def wrap(native, groups, body=None, head=None):
         for m in members:
             if not isinstance(m, nn.Module):
                 raise ConfigError(f"group {gname!r}: {m!r} is not an nn.Module")
-    if (body is None) != (head is None):
-        raise ConfigError("give both body and head (for feature_extraction), or neither")
     return {"native": native, "body": body, "head": head, "groups": list(groups)}
 
 
