@@ -103,16 +103,23 @@ def ftkit_run(args, framework):
     return run.history["epochs"][1]["samples_per_sec"]
 
 
-def plain_tf_run(args):
-    """A careful hand-written TensorFlow loop: GradientTape in a tf.function, one AdamW."""
-    import ftkit  # noqa: F401  (imports triton before TensorFlow)
+def keras_model(size):
+    """The Keras model of plain_tf and keras_fit: MobileNetV2 body, dropout, a 10-class head.
+
+    keras.applications builds it with ``weights=None`` (no network here); the weights do not change the
+    time of a step or of a trace.
+    """
+    import keras
+    base = keras.applications.MobileNetV2(weights=None, include_top=False, pooling="avg",
+                                          input_shape=(size, size, 3))
+    return keras.Sequential([base, keras.layers.Dropout(0.2), keras.layers.Dense(10)])
+
+
+def plain_tf_step(model):
+    """A careful hand-written TensorFlow step: GradientTape in a tf.function, one AdamW."""
     from ftkit import _frameworks
     tf = _frameworks.tensorflow()
     import keras
-    x, y = prepared_tensors(*fashion(args.n), args.size, layout="nhwc")
-    base = keras.applications.MobileNetV2(weights=None, include_top=False, pooling="avg",
-                                          input_shape=(args.size, args.size, 3))
-    model = keras.Sequential([base, keras.layers.Dropout(0.2), keras.layers.Dense(10)])
     opt = keras.optimizers.AdamW(1e-3)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -122,6 +129,16 @@ def plain_tf_run(args):
             loss = loss_fn(yb, model(xb, training=True))
         opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
         return loss
+    return step
+
+
+def plain_tf_run(args):
+    """A careful hand-written TensorFlow loop (see plain_tf_step)."""
+    import ftkit  # noqa: F401  (imports triton before TensorFlow)
+    from ftkit import _frameworks
+    tf = _frameworks.tensorflow()
+    x, y = prepared_tensors(*fashion(args.n), args.size, layout="nhwc")
+    step = plain_tf_step(keras_model(args.size))
 
     def epoch(limit=None):
         perm = tf.random.shuffle(tf.range(len(y)))
@@ -222,9 +239,7 @@ def keras_fit_run(args):
     _frameworks.tensorflow()
     import keras
     x, y = prepared_tensors(*fashion(args.n), args.size, layout="nhwc")
-    base = keras.applications.MobileNetV2(weights=None, include_top=False, pooling="avg",
-                                          input_shape=(args.size, args.size, 3))
-    model = keras.Sequential([base, keras.layers.Dropout(0.2), keras.layers.Dense(10)])
+    model = keras_model(args.size)
     model.compile(optimizer=keras.optimizers.AdamW(1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x[:3 * args.batch], y[:3 * args.batch], batch_size=args.batch, epochs=1, verbose=0)

@@ -14,7 +14,7 @@ _frameworks.guard()  # must run before anything imports TensorFlow (see _framewo
 
 from .config import FineTuneConfig  # noqa: E402
 from .data import DATASETS, Dataset, Split, load_dataset  # noqa: E402
-from .errors import ConfigError, DataError, FtkitError, OfflineError  # noqa: E402
+from .errors import ConfigError, DataError, FtkitError, OfflineError, RunFolderError  # noqa: E402
 from .lr_finder import LRFinderResult, lr_find  # noqa: E402
 from .models import MODELS, OFFLINE_MODELS, FTModel, LayerGroup, load_model, wrap_model  # noqa: E402
 from .runs import load_run  # noqa: E402
@@ -32,6 +32,6 @@ def profile():
     return value if value in ("smoke", "full") else "full"
 
 __all__ = ["FineTuneConfig", "DATASETS", "Dataset", "Split", "load_dataset", "ConfigError", "DataError",
-           "FtkitError", "OfflineError", "LRFinderResult", "lr_find", "MODELS", "OFFLINE_MODELS", "FTModel",
+           "FtkitError", "OfflineError", "RunFolderError", "LRFinderResult", "lr_find", "MODELS", "OFFLINE_MODELS", "FTModel",
            "LayerGroup", "load_model", "wrap_model", "load_run", "SCHEDULES", "group_lrs", "lr_curve",
            "STRATEGIES", "Callback", "Run", "evaluate", "finetune", "session_runs", "profile"]

@@ -56,7 +56,7 @@ def cmd_finetune(args):
     if args.subset:
         data = data.subset(args.subset)
     model = ftkit.load_model(args.model, framework=args.framework, num_classes=data.num_classes,
-                             image_size=args.image_size, dropout=config.dropout)
+                             image_size=args.image_size)
     print(f"ftkit: {data}")
 
     class Printer(ftkit.Callback):

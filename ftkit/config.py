@@ -21,6 +21,21 @@ MONITORS = ("val_loss", "val_accuracy")
 
 @dataclass
 class FineTuneConfig:
+    """Every setting of a run. Each field takes effect in both frameworks, except where noted here:
+
+    * ``momentum`` acts only with ``optimizer="sgd"``; ``step_size`` only with ``schedule="step"``;
+      ``gamma`` with "step" and "exponential"; ``min_lr_factor`` with "cosine"; ``cycle_steps`` with
+      "cyclic"; ``div_factor`` with "cyclic" and "onecycle"; ``final_div_factor`` and ``pct_start``
+      with "onecycle"; ``trainable_groups`` with "partial"; ``unfreeze_every`` with "progressive";
+      ``monitor`` with ``early_stopping`` (and which epoch counts as best when a run diverges).
+    * ``channels_last`` is a PyTorch memory layout; TensorFlow is always channels-last (NHWC).
+    * ``precision`` other than fp32 needs a GPU; on a CPU the run falls back to fp32 and says so
+      (``Run.notes``, ``Run.precision``).
+    * ``progress`` shows a bar and changes nothing else.
+    * ``dropout=None`` keeps the head's dropout rate from ``load_model(dropout=...)``; a number sets it.
+    * ``loss_spike`` (off by default) stops a run when one step's loss exceeds that many times the
+      running mean of the previous steps (after 10 steps): it catches a blow-up before the weights explode.
+    """
     # what trains
     strategy: str = "full"
     trainable_groups: int = 2          # partial: how many of the last groups train
@@ -45,7 +60,7 @@ class FineTuneConfig:
     pct_start: float = 0.3
     # regularization
     weight_decay: float = 0.01         # decoupled (AdamW-style); biases and norms excluded
-    dropout: float = 0.2               # dropout before the new head
+    dropout: Optional[float] = None    # dropout before the head; None keeps the model's (load_model's dropout=)
     l2sp: float = 0.0                  # strength of the pull toward the pre-trained weights
     label_smoothing: float = 0.0
     early_stopping: Optional[int] = None   # patience in epochs; best weights are restored
@@ -60,7 +75,8 @@ class FineTuneConfig:
     channels_last: Optional[bool] = None   # None: on for convnets
     seed: int = 0
     max_steps_per_epoch: Optional[int] = None
-    progress: bool = True
+    loss_spike: Optional[float] = None     # stop when a step's loss exceeds this many times its running mean
+    progress: bool = True                  # a progress bar; changes nothing else
 
     def validate(self, n_groups=None, num_classes=None):
         """Raise ConfigError for the first invalid field; return self."""
@@ -77,10 +93,17 @@ class FineTuneConfig:
             raise ConfigError(f"warmup_steps={self.warmup_steps!r} must be a whole number >= 0")
         for name in ("weight_decay", "dropout", "l2sp", "label_smoothing", "min_lr_factor"):
             v = getattr(self, name)
+            if name == "dropout" and v is None:
+                continue
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
                 raise ConfigError(f"{name}={v!r} must be a number >= 0")
-        if self.dropout >= 1:
-            raise ConfigError(f"dropout={self.dropout!r} must be in [0, 1)")
+        if self.dropout is not None and self.dropout >= 1:
+            raise ConfigError(f"dropout={self.dropout!r} must be in [0, 1), or None to keep the model's")
+        if self.loss_spike is not None:
+            _positive_float("loss_spike", self.loss_spike)
+            if self.loss_spike <= 1:
+                raise ConfigError(f"loss_spike={self.loss_spike!r} must be > 1 (a multiple of the running mean "
+                                  "loss), or None to turn the guard off")
         if self.label_smoothing >= 1:
             raise ConfigError(f"label_smoothing={self.label_smoothing!r} must be in [0, 1)")
         for name in ("step_size", "cycle_steps", "max_steps_per_epoch", "early_stopping"):
@@ -92,6 +115,17 @@ class FineTuneConfig:
             _positive_float("lr_ratio", self.lr_ratio)
         if self.gamma <= 0 or self.gamma > 1:
             raise ConfigError(f"gamma={self.gamma!r} must be in (0, 1]")
+        for name in ("div_factor", "final_div_factor"):
+            _positive_float(name, getattr(self, name))
+        if not isinstance(self.momentum, (int, float)) or isinstance(self.momentum, bool) or not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum={self.momentum!r} must be a number in [0, 1)")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ConfigError(f"seed={self.seed!r} must be a whole number >= 0")
+        for name in ("augment", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
+        if self.channels_last is not None and not isinstance(self.channels_last, bool):
+            raise ConfigError(f"channels_last={self.channels_last!r} must be True, False or None (auto)")
         if not 0 < self.pct_start < 1:
             raise ConfigError(f"pct_start={self.pct_start!r} must be in (0, 1)")
         if self.group_lrs is not None:

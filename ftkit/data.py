@@ -2,9 +2,16 @@
 
 ``load_dataset(name)`` returns a :class:`Dataset`. Offline sources (files that
 installed packages ship) are used automatically when the network is absent, and
-``Dataset.source`` says which source was used. Images are ``uint8`` arrays of
-shape (N, H, W) or (N, H, W, C); texts are lists of strings. Each model turns
-them into its own input (resize, channels, normalisation, tokens) on the device.
+``Dataset.source`` says which source was used. Images are arrays of shape
+(N, H, W) or (N, H, W, C) on the 0..255 scale (``uint8`` for every built-in
+dataset); texts are lists of strings. Each model turns them into its own input
+(resize, channels, /255, normalisation, tokens) on the device.
+
+Your own float images may be in 0..255 or in 0..1: ``pixel_range`` records which
+(inferred when not given), and images given in 0..1 are rescaled once, when the
+Dataset is built, to float32 in 0..255, so the model's single /255 is right.
+Bad data (strings, NaN, values out of range, wrong shapes) is refused with a
+:class:`DataError` naming the dataset, the split, the field and the index.
 """
 import bz2
 import gzip
@@ -45,17 +52,43 @@ class Split:
         return Split(x, self.y[idx])
 
 
+PIXEL_RANGES = ((0, 255), (0, 1))
+IMAGE_VALUES = "give images in 0..255 or 0..1; normalisation is done by the model"
+_KINDS = {"U": "strings", "S": "bytes", "O": "Python objects", "b": "booleans (True/False)",
+          "c": "complex numbers", "M": "dates", "m": "time spans", "V": "records"}
+
+
 class Dataset:
     """A named dataset: ``train``, ``val`` and ``test`` splits plus what they mean.
 
     ``task`` is "classification" or "regression"; ``modality`` is "image", "text" or
     "tabular" (rows of numbers, for your own wrapped models).
+
+    ``pixel_range`` (images only) is ``(0, 255)`` or ``(0, 1)``: the scale of the images you
+    give. When None it is inferred once, over all splits together: integer images are 0..255;
+    float images whose values all lie in 0..1 are 0..1; float images in 0..255 are 0..255;
+    anything else (negative values, values above 255, already normalised images) is refused.
+    Images given in 0..1 are rescaled once, here, to float32 in 0..255 (``x * 255``), because
+    every model divides by 255; ``pixel_range`` stays ``(0, 1)`` as the record of what you gave.
+    Integer (uint8) images are kept as they are, with no copy.
     """
 
     def __init__(self, name, splits, class_names=None, *, task="classification", modality="image",
-                 source="in memory"):
+                 source="in memory", pixel_range=None, _scaled=None):
         self.name, self.splits, self.task, self.modality, self.source = name, dict(splits), task, modality, source
         self.class_names = list(class_names) if class_names is not None else None
+        self.pixel_range = _pixel_range(pixel_range)
+        if self.pixel_range is not None and modality != "image":
+            raise DataError(f"dataset {name!r}: pixel_range={pixel_range!r} applies to images only, but the "
+                            f"dataset holds {modality} inputs; leave pixel_range=None")
+        # the splits (object and x) whose images are on the 0..255 scale because this Dataset put them
+        # there; a split put into ``splits`` later is checked on its own by ``validate``
+        self._held = {}
+        if modality == "image":
+            if _scaled is None:       # built from the user's arrays: check, infer the scale once, rescale
+                self._rescale(self._check(scale=False))
+            else:                     # subset(): already on the 0..255 scale, nothing inferred again
+                self._held = {w: (s, s.x) for w, s in self.splits.items() if w in _scaled}
         self.validate()
 
     train = property(lambda self: self.splits["train"])
@@ -71,52 +104,170 @@ class Dataset:
         return f"Dataset({self.name!r}, {sizes}, classes={self.num_classes}, source={self.source!r})"
 
     @classmethod
-    def from_arrays(cls, name, train, val, test=None, class_names=None, *, task="classification", seed=0):
-        """Build a dataset from your own ``(x, y)`` pairs; ``test`` defaults to a copy of ``val``."""
+    def from_arrays(cls, name, train, val, test=None, class_names=None, *, task="classification", seed=0,
+                    pixel_range=None):
+        """Build a dataset from your own ``(x, y)`` pairs; ``test`` defaults to a copy of ``val``.
+
+        ``x`` is an array of images (N, H, W) or (N, H, W, C), in 0..255 (integers or floats) or
+        in 0..1 (floats; see ``pixel_range``), rows of numbers (N, features), or a list of strings.
+        """
+        def inputs(x, which):
+            if isinstance(x, (list, tuple)) and len(x) and isinstance(x[0], str):
+                return list(x)
+            if isinstance(x, np.ndarray) and x.ndim == 1 and x.size and isinstance(x[0], str):
+                return x.tolist()
+            return _array(x, f"dataset {name!r}: {which} x",
+                          "give an array of images (N, H, W[, C]), rows (N, features) or a list of strings")
+
         def split(pair, which):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise DataError(f"{which} must be an (x, y) pair")
             x, y = pair
-            return Split(list(x) if isinstance(x, (list, tuple)) and x and isinstance(x[0], str) else np.asarray(x),
-                         np.asarray(y))
-        splits = {"train": split(train, "train"), "val": split(val, "val"), "test": split(test or val, "test")}
-        if class_names is None and task == "classification":
+            return Split(inputs(x, which), _array(y, f"dataset {name!r}: {which} y", "give one label per input"))
+        splits = {"train": split(train, "train"), "val": split(val, "val"),
+                  "test": split(val if test is None else test, "test")}
+        if class_names is None and task == "classification" \
+                and all(s.y.dtype.kind in "iu" for s in splits.values()):  # other labels: refused by validate
             class_names = [str(c) for c in range(int(max(s.y.max(initial=0) for s in splits.values())) + 1)]
         x = splits["train"].x
         modality = "text" if isinstance(x, list) else "tabular" if x.ndim == 2 else "image"
-        return cls(name, splits, class_names, task=task, modality=modality, source="in memory")
+        return cls(name, splits, class_names, task=task, modality=modality, source="in memory",
+                   pixel_range=pixel_range)
 
     def validate(self):
-        """Refuse empty splits, labels outside the classes, and images of an unusable shape."""
+        """Refuse what no model can train on, before any step, naming the split, the field and the index.
+
+        Empty or missing splits; labels that are not integers or lie outside the classes; regression
+        targets that are not finite numbers; images of an unusable shape, not numbers, not finite or
+        outside 0..255 (the scale the splits are held on); rows of numbers that are not finite; texts
+        that are not all strings. Checks are vectorised (min/max first, the offending index is looked
+        for only when they fail) and change nothing, so calling this again is harmless.
+        """
+        self._check(scale=True)
+
+    def _check(self, scale):
+        """``validate``'s work; ``scale=False`` (while building) leaves out the 0..255 check of float images,
+        which comes after the scale is inferred. Returns {split: (min, max)} of non-uint8 images."""
+        ranges = {}
         for which in ("train", "val", "test"):
             if which not in self.splits:
                 raise DataError(f"dataset {self.name!r} has no {which!r} split")
-            s = self.splits[which]
-            if len(s) == 0:
+        for which, s in self.splits.items():
+            where = f"dataset {self.name!r}: {which}"
+            y = _array(s.y, f"{where} y", "give one label per input")
+            if y.ndim == 0:
+                raise DataError(f"{where} y is {_shown(y)}, a single value; give one label per input")
+            if len(y) == 0:
                 raise DataError(f"dataset {self.name!r}: the {which!r} split is empty")
-            if len(s.x) != len(s.y):
-                raise DataError(f"dataset {self.name!r}: {which!r} has {len(s.x)} inputs but {len(s.y)} labels")
+            if self.modality == "text":
+                x = s.x
+                if isinstance(x, (str, bytes)) or not hasattr(x, "__len__") or not hasattr(x, "__iter__"):
+                    raise DataError(f"{where} x is {_shown(x)}; text inputs must be a list of strings")
+                bad = next((i for i, t in enumerate(x) if not isinstance(t, str)), None)
+                if bad is not None:
+                    raise DataError(f"{where} x[{bad}] is {_shown(x[bad])} ({type(x[bad]).__name__}); text "
+                                    f"inputs must all be strings")
+            else:
+                x = _array(s.x, f"{where} x", "give an array of numbers")
+                if self.modality == "image":
+                    check_images(x, f"{where} x")
+                    _numeric(x, f"{where} x", "images must be numbers: integers in 0..255, or floats in "
+                                              "0..255 or 0..1")
+                elif x.ndim != 2:
+                    raise DataError(f"{where} x: tabular inputs must have shape (N, features); got {x.shape}")
+                else:
+                    _numeric(x, f"{where} x", "tabular inputs must be numbers (integers or floats)")
+            if len(x) != len(y):
+                raise DataError(f"dataset {self.name!r}: {which!r} has {len(x)} inputs but {len(y)} labels")
             if self.task == "classification":
-                y = np.asarray(s.y)
                 if not np.issubdtype(y.dtype, np.integer):
                     raise DataError(f"dataset {self.name!r}: {which!r} labels must be integers, got {y.dtype}")
                 bad = y[(y < 0) | (y >= self.num_classes)]
                 if bad.size:
                     raise DataError(f"dataset {self.name!r}: {which!r} has label {int(bad[0])} outside "
                                     f"0..{self.num_classes - 1} ({self.num_classes} classes)")
-            if self.modality == "image":
-                check_images(s.x, f"dataset {self.name!r} split {which!r}")
-            elif self.modality == "tabular":
-                if np.asarray(s.x).ndim != 2:
-                    raise DataError(f"dataset {self.name!r}: tabular inputs must have shape (N, features)")
-            elif not all(isinstance(t, str) for t in s.x[:100]):
-                raise DataError(f"dataset {self.name!r}: text inputs must be strings")
+            else:
+                _numeric(y, f"{where} y", "regression targets must be numbers (integers or floats)")
+                if y.dtype.kind == "f":
+                    _finite(y, f"{where} y", "regression targets must be finite numbers")
+            if self.modality == "tabular" and x.dtype.kind == "f":
+                _finite(x, f"{where} x", "tabular inputs must be finite numbers")
+            elif self.modality == "image" and x.dtype != np.uint8:   # uint8 is always in 0..255
+                lo, hi = ranges[which] = _finite(x, f"{where} x", "images must be finite numbers in 0..255 or "
+                                                                   "0..1; normalisation is done by the model")
+                if x.dtype.kind in "iu":
+                    _inside(x, lo, hi, (0, 255), f"{where} x", "integer images must be in 0..255 (as uint8)")
+                elif scale:
+                    _inside(x, lo, hi, (0, 255), f"{where} x", f"float images are held in 0..255; {IMAGE_VALUES}")
+                if scale and x.dtype.kind == "f" and 0 < hi <= 1 and not self._holds(which):
+                    raise DataError(
+                        f"{where} x holds float images in 0..1 (max {hi:g}) put into the dataset after it was "
+                        f"built, so they were not rescaled to 0..255 and the model would divide them by 255 "
+                        f"again; build the dataset with Dataset.from_arrays (or Dataset(...)), which "
+                        f"records pixel_range=(0, 1) and rescales them once, or give images in 0..255")
+        return ranges
+
+    def _holds(self, which):
+        """True when split ``which`` is the one this Dataset checked and put on the 0..255 scale."""
+        rec = self._held.get(which)
+        s = self.splits[which]
+        return rec is not None and rec[0] is s and rec[1] is s.x
+
+    def _rescale(self, ranges):
+        """Infer (or check the declared) pixel range over all splits together; rescale 0..1 images once.
+
+        ``ranges`` holds the (min, max) of every non-uint8 split, from ``_check``.
+        """
+        xs = {w: np.asarray(s.x) for w, s in self.splits.items()}
+        for w, x in xs.items():
+            if w not in ranges:       # uint8: its min and max are read only when they matter
+                ranges[w] = (0, 255) if self.pixel_range != (0, 1) else (x.min().item(), x.max().item())
+        declared = self.pixel_range
+        if declared is None:
+            floats = {w: r for w, r in ranges.items() if xs[w].dtype.kind == "f"}
+            ints = [w for w in ranges if xs[w].dtype.kind in "iu"]
+            rng = (0, 255)
+            if floats:
+                lo, hi = min(r[0] for r in floats.values()), max(r[1] for r in floats.values())
+                if lo >= 0 and hi <= 1:
+                    rng = (0, 1)
+                elif not (lo >= 0 and hi <= 255):
+                    which = next(w for w, r in floats.items() if r[0] < 0 or r[1] > 255)
+                    idx = _first((xs[which] < 0) | (xs[which] > 255))
+                    raise DataError(
+                        f"dataset {self.name!r}: {which} x{_at(idx)} is {_shown(xs[which][idx])}; the float images "
+                        f"range from {lo:g} to {hi:g}, which is neither 0..255 nor 0..1 (already normalised?); "
+                        f"give images in 0..255 or 0..1 (undo it, e.g. x * std + mean); normalisation is done by "
+                        f"the model")
+                # a split on the other scale would be 255 times too dark (or too bright), silently
+                low = [w for w, r in floats.items() if 0 < r[1] <= 1]
+                high = ints if rng == (0, 1) else [w for w, r in floats.items() if r[1] > 1] + ints
+                if low and high:
+                    a, b = low[0], high[0]
+                    raise DataError(
+                        f"dataset {self.name!r}: the splits are on different scales: {a} x holds floats in 0..1 "
+                        f"(max {floats[a][1]:g}) but {b} x holds {xs[b].dtype} values up to {xs[b].max().item():g}; "
+                        f"give every split in 0..255 or every split in 0..1, or declare pixel_range=(0, 255) "
+                        f"or (0, 1)")
+            self.pixel_range = rng
+        else:
+            for which, (lo, hi) in ranges.items():
+                _inside(xs[which], lo, hi, declared, f"dataset {self.name!r}: {which} x",
+                        f"pixel_range={declared} was declared; declare the range the images are in "
+                        f"((0, 255) or (0, 1)), or leave pixel_range=None to infer it")
+        if self.pixel_range == (0, 1):
+            for which, x in xs.items():
+                scaled = x.astype(np.float32)     # a new array: the caller's is never changed
+                scaled *= np.float32(255)
+                self.splits[which] = Split(scaled, self.splits[which].y)
+        self._held = {w: (s, s.x) for w, s in self.splits.items()}
 
     def subset(self, n, per_class=True, seed=0, eval_n=None):
         """A smaller copy: ``n`` training examples (per class when ``per_class``).
 
         Val and test keep ``eval_n`` (per class likewise); by default the same ``n``.
-        The choice is seeded, so a subset is the same every time.
+        The choice is seeded, so a subset is the same every time. Images keep their scale and
+        ``pixel_range`` (nothing is inferred or rescaled again).
         """
         if not isinstance(n, int) or n < 1:
             raise DataError(f"subset n={n!r} must be a whole number >= 1")
@@ -130,14 +281,15 @@ class Dataset:
             else:
                 idx = rng.permutation(len(s))[:k]
             splits[which] = s.take(np.sort(idx))
+        held = [w for w in self.splits if self._holds(w)] if self.modality == "image" else None
         return Dataset(self.name, splits, self.class_names, task=self.task, modality=self.modality,
-                       source=self.source)
+                       source=self.source, pixel_range=self.pixel_range, _scaled=held)
 
     def class_counts(self, split="train"):
         return np.bincount(self.splits[split].y, minlength=self.num_classes)
 
     def to_torch(self, split="train", batch_size=32, shuffle=None):
-        """A torch DataLoader of raw ``(x, y)`` batches (x as stored: uint8 images or token-free text)."""
+        """A torch DataLoader of raw ``(x, y)`` batches (x as stored: images in 0..255 or token-free text)."""
         from ._frameworks import backend
         return backend("torch").data.raw_loader(self.splits[split], batch_size,
                                                split == "train" if shuffle is None else shuffle)
@@ -156,6 +308,76 @@ def check_images(x, where):
             or min(shape[1:3]) < 8:
         raise DataError(f"{where}: images must have shape (N, H, W) or (N, H, W, C) with C=1 or 3 and "
                         f"H, W >= 8; got {shape}")
+
+
+def _pixel_range(value):
+    """``pixel_range`` as (0, 255) or (0, 1), or None; anything else is refused."""
+    if value is None:
+        return None
+    try:
+        t = tuple(value)
+    except TypeError:
+        t = ()
+    if t in PIXEL_RANGES and not any(isinstance(v, (bool, np.bool_, str)) for v in t):
+        return PIXEL_RANGES[PIXEL_RANGES.index(t)]
+    raise DataError(f"pixel_range={value!r} is not valid; choose (0, 255) or (0, 1), or None to infer it from "
+                    f"the images")
+
+
+def _array(x, where, what):
+    """``x`` as a NumPy array (no copy for an array); ragged nested lists are refused."""
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise DataError(f"{where} cannot be made into one array ({e}); {what}") from None
+
+
+def _at(idx):
+    """``[17, 3, 4]``: an index as it is written after the field name."""
+    return "[" + ", ".join(str(int(i)) for i in idx) + "]"
+
+
+def _shown(v, limit=40):
+    """A value as the user would write it, shortened."""
+    v = v.item() if isinstance(v, np.generic) or (isinstance(v, np.ndarray) and v.ndim == 0) else v
+    text = format(v, ".6g") if isinstance(v, float) else repr(v)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _first(mask):
+    """The index of the first True of a boolean array (row-major order)."""
+    return np.unravel_index(int(np.argmax(mask)), mask.shape)
+
+
+def _numeric(a, where, what):
+    """Refuse an array of strings, objects, booleans, complex numbers or dates, naming its dtype."""
+    kind = a.dtype.kind
+    if kind in "iuf":
+        return
+    first = f", e.g. {where.rsplit(' ', 1)[-1]}{_at((0,) * a.ndim)} = {_shown(a.flat[0])}" if a.size and a.ndim else ""
+    raise DataError(f"{where} holds {_KINDS.get(kind, 'non-numbers')} (dtype {a.dtype}){first}; {what}")
+
+
+def _finite(a, where, what):
+    """(min, max) of a numeric array; NaN or inf in a float array is refused, naming the first one.
+
+    Two vectorised reductions; NaN and inf show in them, so the element-wise search runs only on failure.
+    """
+    if a.size == 0:
+        return 0, 0
+    lo, hi = a.min(), a.max()
+    if a.dtype.kind == "f" and not (np.isfinite(lo) and np.isfinite(hi)):
+        idx = _first(~np.isfinite(a))
+        raise DataError(f"{where}{_at(idx)} is {_shown(a[idx])}; {what}")
+    return lo.item(), hi.item()
+
+
+def _inside(a, lo, hi, bounds, where, what):
+    """Refuse values outside ``bounds`` (from the array's min ``lo`` and max ``hi``), naming the first."""
+    low, high = bounds
+    if lo < low or hi > high:
+        idx = _first((a < low) | (a > high))
+        raise DataError(f"{where}{_at(idx)} is {_shown(a[idx])}, outside {low}..{high}; {what}")
 
 
 def stratified_splits(x, y, fractions=(0.7, 0.15, 0.15), seed=0):

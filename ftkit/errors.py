@@ -22,3 +22,7 @@ def choose(field, value, valid):
     if value not in valid:
         raise ConfigError(f"{field}={value!r} is not valid; choose one of: {', '.join(map(str, valid))}")
     return value
+
+
+class RunFolderError(FtkitError, ValueError):
+    """A saved run folder cannot be read: the message names the file and what is wrong with it."""

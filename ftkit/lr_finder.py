@@ -1,8 +1,10 @@
 """The LR range test (Smith 2015; fastai's ``lr_find``), written once for both frameworks.
 
 Train for a few steps while the LR grows exponentially from ``start_lr`` to
-``end_lr``; record the smoothed loss; stop once it explodes. The model's
-weights are restored afterwards, so the test leaves no trace.
+``end_lr``; record the smoothed loss; stop once it explodes. Afterwards the
+model is as it was: weights, BatchNorm statistics, which groups are frozen,
+train/eval modes, and the global random state (the test draws from the
+config's seed), so the test leaves no trace.
 """
 import math
 from dataclasses import dataclass
@@ -40,40 +42,53 @@ def lr_find(model, data, config=None, *, start_lr=1e-7, end_lr=1.0, num_steps=60
     """
     config = (config or FineTuneConfig()).replace(progress=False)
     check(model, data, config)
+    saved_mask, saved_modes = model.trainable_mask(), model.backend.models.modes(model.native)
+    saved_dropout = model.dropout
+    if config.dropout is not None:
+        model.set_dropout(config.dropout)
     trainer = model.backend.train.Trainer(model, config)
-    trainer.set_trainable(trainable_mask(config.strategy, len(model.groups), 0,
-                                         trainable_groups=config.trainable_groups))
-    ratios = [lr / config.lr for lr in group_lrs(config, len(model.groups))]
     saved = trainer.get_weights()
-    lrs, losses, avg, best = [], [], 0.0, math.inf
+    ratios = [lr / config.lr for lr in group_lrs(config, len(model.groups))]
+    lrs, losses = [], []
     mult = (end_lr / start_lr) ** (1 / max(1, num_steps - 1))
-    step, epoch = 0, 0
-    try:
-        while step < num_steps:
-            for batch in trainer.batches(data.train, shuffle=True, seed=config.seed + epoch):
-                lr = start_lr * mult ** step
-                trainer.set_lrs([lr * r for r in ratios])
-                loss = trainer.train_step(batch, update=True)
-                if not math.isfinite(loss):
-                    break
-                avg = smooth * avg + (1 - smooth) * loss
-                value = avg / (1 - smooth ** (step + 1))
-                lrs.append(lr)
-                losses.append(value)
-                best = min(best, value)
-                step += 1
-                if value > diverge * best or step >= num_steps:
-                    break
-            else:
-                epoch += 1
-                continue
-            break
-    finally:
-        trainer.discard_grads()
-        trainer.set_weights(saved)
+    with trainer.seeded():
+        if model.fresh_head:   # as the run will: the new head starts from the seed
+            model.init_head(config.seed)
+        trainer.set_trainable(trainable_mask(config.strategy, len(model.groups), 0,
+                                             trainable_groups=config.trainable_groups))
+        try:
+            _range_test(trainer, data, config, ratios, start_lr, mult, num_steps, smooth, diverge, lrs, losses)
+        finally:
+            trainer.discard_grads()
+            trainer.set_weights(saved)
+            model.set_trainable(saved_mask)
+            model.backend.models.set_modes(model.native, saved_modes)
+            if saved_dropout is not None:
+                model.set_dropout(saved_dropout)
     if len(losses) < 3:
         suggestion = lrs[0] if lrs else start_lr
     else:
         grads = np.gradient(np.asarray(losses), np.log(np.asarray(lrs)))
         suggestion = float(lrs[int(np.argmin(grads[: max(1, len(grads) - 1)]))])
     return LRFinderResult(lrs, losses, suggestion)
+
+
+def _range_test(trainer, data, config, ratios, start_lr, mult, num_steps, smooth, diverge, lrs, losses):
+    """The steps of the test: appends each LR and smoothed loss to ``lrs`` and ``losses``."""
+    avg, best, step, epoch = 0.0, math.inf, 0, 0
+    while step < num_steps:
+        for batch in trainer.batches(data.train, shuffle=True, seed=config.seed + epoch):
+            lr = start_lr * mult ** step
+            trainer.set_lrs([lr * r for r in ratios])
+            loss = trainer.train_step(batch, update=True)
+            if not math.isfinite(loss):
+                return
+            avg = smooth * avg + (1 - smooth) * loss
+            value = avg / (1 - smooth ** (step + 1))
+            lrs.append(lr)
+            losses.append(value)
+            best = min(best, value)
+            step += 1
+            if value > diverge * best or step >= num_steps:
+                return
+        epoch += 1

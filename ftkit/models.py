@@ -41,6 +41,8 @@ class FTModel:
             raise ConfigError("a model needs at least one layer group")
         self.input_spec, self.body, self.head = dict(input_spec), body, head
         self.num_classes, self.task, self.source = num_classes, task, source
+        self.fresh_head = False   # True while the head is new and untrained: the first run initialises it
+        self.runtime = {}         # what a backend keeps between runs (TensorFlow: traced steps)
 
     @property
     def backend(self):
@@ -57,6 +59,29 @@ class FTModel:
     def param_counts(self):
         """Number of parameters in each group."""
         return [self.backend.models.count_params(g.members) for g in self.groups]
+
+    @property
+    def head_members(self):
+        """The modules or layers of the head: ``head`` when given, else the last group's members."""
+        return [self.head] if self.head is not None else list(self.groups[-1].members)
+
+    @property
+    def dropout(self):
+        """The dropout rate before the head (None when the head has no dropout layer)."""
+        return self.backend.models.dropout_rate(self.head_members)
+
+    def set_dropout(self, rate):
+        """Set the head's dropout rate; refused when the head has no dropout layer."""
+        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate < 1:
+            raise ConfigError(f"dropout={rate!r} must be in [0, 1)")
+        if self.dropout is None:
+            raise ConfigError(f"dropout={rate!r}: model {self.name!r} has no dropout layer in its head; "
+                              "leave dropout=None, or add a Dropout layer to the head you wrap")
+        self.backend.models.set_dropout_rate(self.head_members, float(rate))
+
+    def init_head(self, seed):
+        """Initialise the new head's weights from ``seed`` (what the first run does to a fresh head)."""
+        self.backend.models.init_layers(self.head_members, seed)
 
     def trainable_mask(self):
         """True for each group whose weights currently train."""
@@ -83,8 +108,9 @@ class FTModel:
         self.set_trainable([True] * len(self.groups))
 
     def summary(self):
-        """One line per group: name, parameters, trainable or frozen."""
-        rows = [f"{'group':<14}{'params':>12}  state"]
+        """One line per group: name, parameters, and whether it is trainable *now* (its current freeze
+        state; a run applies its strategy's mask when it starts)."""
+        rows = [f"{'group':<14}{'params':>12}  state now"]
         for g, n, t in zip(self.groups, self.param_counts(), self.trainable_mask()):
             rows.append(f"{g.name:<14}{n:>12,}  {'trainable' if t else 'frozen'}")
         return "\n".join(rows)
@@ -99,7 +125,9 @@ def load_model(name, framework="torch", num_classes=None, *, pretrained=True, dr
     """Load a pre-trained model with a new ``num_classes`` head.
 
     ``num_classes=None`` keeps the original ImageNet head where there is one
-    (used to check the weights). ``image_size`` is the side the images are
+    (used to check the weights). A new head is initialised by the first run, from that run's
+    ``seed``, so two runs with the same seed are identical. ``dropout`` is the head's rate unless a
+    run's config sets another. ``image_size`` is the side the images are
     resized to on the device (default 96, or 224 with the ImageNet head);
     ``max_length`` the number of tokens for text models. Offline models load
     from installed packages; hub models need the network and fail at once without it.
@@ -123,6 +151,7 @@ def load_model(name, framework="torch", num_classes=None, *, pretrained=True, dr
                                                  image_size=image_size, max_length=max_length)
     model = FTModel(name, fw, parts["native"], parts["groups"], parts["input_spec"], body=parts.get("body"),
                     head=parts.get("head"), num_classes=num_classes or 1000, source=parts["source"])
+    model.fresh_head = num_classes is not None
     if verbose:
         print(f"ftkit: {name} ({fw}) weights from {model.source}")
     return model

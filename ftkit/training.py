@@ -42,7 +42,9 @@ class Run:
     ``history["steps"]`` has one record per optimizer step (loss, LR of each group);
     ``history["epochs"]`` one per epoch (train/val metrics, trainable parameters,
     wall time, samples/s). ``status`` is running, finished, stopped,
-    early_stopped or diverged.
+    early_stopped or diverged; ``kept`` says which weights the model holds at the
+    end ("last", "best (epoch N)" or "initial"); ``notes`` holds what the run had
+    to say about itself (a precision fallback, a re-traced step...).
     """
 
     def __init__(self, model, dataset_name, config, *, name=None):
@@ -51,6 +53,7 @@ class Run:
         self.history = {"steps": [], "epochs": []}
         self.status, self.message = "created", ""
         self.device = self.precision = None
+        self.kept, self.notes, self.dropout = None, [], model.dropout
         self.group_names = model.group_names
         self.total_steps = 0
         self.test_metrics = None
@@ -88,7 +91,7 @@ class Run:
                 "epochs": len(self.history["epochs"]), "best_val_accuracy": best.get("val_accuracy"),
                 "best_val_loss": best.get("val_loss"),
                 "trainable_params": best.get("trainable_params"), "wall_time": round(self.wall_time, 2),
-                "status": self.status}
+                "status": self.status, "kept": self.kept}
 
     def save(self, path):
         from .runs import save_run
@@ -124,6 +127,9 @@ def check(model, data, config):
                             f"{model.num_classes} (labels must be 0..{model.num_classes - 1})")
     elif data.task != "regression":
         raise DataError(f"model {model.name!r} does regression but dataset {data.name!r} is {data.task}")
+    if config.dropout is not None and model.dropout is None:
+        raise ConfigError(f"dropout={config.dropout!r}: model {model.name!r} has no dropout layer in its head; "
+                          "leave dropout=None, or add a Dropout layer to the head you wrap")
     if config.strategy == "feature_extraction" and (model.body is None or model.head is None):
         raise ConfigError("strategy='feature_extraction' needs a model with a separate body and head; "
                           "use 'head_only' or wrap_model(..., body=..., head=...)")
@@ -167,11 +173,19 @@ def finetune(model, data, config=None, *, callbacks=(), name=None, **overrides):
 
     ``config`` is a FineTuneConfig; keyword ``overrides`` change some of its
     fields (``finetune(model, data, strategy="partial", lr=1e-3)``).
+
+    Every random draw of the run comes from ``config.seed``: a fresh head's
+    initialisation (the first run of a model from ``load_model``), dropout,
+    shuffling and augmentation. On a CPU, two runs with the same config and data
+    are bitwise identical; some GPU kernels are not deterministic, so on a GPU
+    they agree closely but not bitwise. The global random state is left as it was.
     """
     config = config or FineTuneConfig()
     if overrides:
         config = config.replace(**overrides)
     check(model, data, config)
+    if config.dropout is not None:
+        model.set_dropout(config.dropout)
     run = Run(model, data.name, config, name=name)
     try:
         _fit(run, data, list(callbacks))
@@ -188,48 +202,78 @@ def _fit(run, data, callbacks):
     model, config = run.model, run.config
     trainer = model.backend.train.Trainer(model, config, _class_weights(config, data))
     run.device, run.precision = str(trainer.device), trainer.precision
+    if config.precision not in ("auto", trainer.precision):
+        run.notes.append(f"precision={config.precision!r} needs a GPU; this run uses {trainer.precision} on "
+                         f"{run.device}")
     masks = plan(config, len(model.groups))
     run.total_steps = steps_per_epoch(len(data.train), config) * config.epochs
-    for cb in callbacks:
-        cb.on_train_begin(run)
-    run.status = "running"
-    if config.strategy == "feature_extraction":
-        trainer.set_trainable(masks[0])
-        trainer.cache_features([data.train, data.val])
-    best = _Best(config.monitor)
-    last_good = trainer.get_weights()  # the latest weights known to be finite (NaN protection)
-    for epoch, mask in enumerate(masks):
-        trainer.set_trainable(mask)
+    with trainer.seeded():
+        if model.fresh_head:   # the new head's initial weights come from this run's seed
+            model.init_head(config.seed)
+            model.fresh_head = False
         for cb in callbacks:
-            cb.on_epoch_begin(run, epoch, mask)
-        record = _train_epoch(run, trainer, data, epoch, mask, callbacks)
-        if record is not None:
-            record = _validate(run, trainer, data, record)
-        weights = trainer.get_weights()
-        if record is not None and not _all_finite(weights):
-            run.message, record = f"weights became infinite or NaN in epoch {epoch + 1}", None
-        if record is None:  # the loss is no longer finite
-            trainer.discard_grads()
-            if not _all_finite(weights):
-                trainer.set_weights(last_good)
-            run.status = "diverged"
-            run.message += "; training stopped and the last good weights were kept: try a lower learning rate"
-            return
-        last_good = weights
-        run.history["epochs"].append(record)
-        for cb in callbacks:
-            cb.on_epoch_end(run, record)
-        if config.early_stopping and best.update(record, weights) >= config.early_stopping:
-            run.status = "early_stopped"
-            run.message = f"no better {config.monitor} for {config.early_stopping} epochs; best weights restored"
-        elif run.stop_requested:
-            run.status, run.message = "stopped", f"stopped by request in epoch {epoch + 1}"
-        if run.status != "running":
-            break
-    if best.weights is not None:
-        trainer.set_weights(best.weights)
-    if run.status == "running":
-        run.status = "finished"
+            cb.on_train_begin(run)
+        run.status = "running"
+        if config.strategy == "feature_extraction":
+            trainer.set_trainable(masks[0])
+            trainer.cache_features([data.train, data.val])
+        best = _Best(config.monitor, trainer.get_weights())
+        for epoch, mask in enumerate(masks):
+            trainer.set_trainable(mask)
+            for cb in callbacks:
+                cb.on_epoch_begin(run, epoch, mask)
+            record = _train_epoch(run, trainer, data, epoch, mask, callbacks)
+            _take_notes(run, trainer)
+            if record is not None:
+                record = _validate(run, trainer, data, record)
+            weights = trainer.get_weights()
+            if record is not None and not _all_finite(weights):
+                run.message, record = f"weights became infinite or NaN in epoch {epoch + 1}", None
+            if record is None:  # the loss, the validation loss or the weights are no longer finite
+                trainer.discard_grads()
+                return _end(run, trainer, best, "diverged", run.message + "; training stopped: try a lower "
+                            "learning rate")
+            run.history["epochs"].append(record)
+            best.update(record, weights)
+            for cb in callbacks:
+                cb.on_epoch_end(run, record)
+            if config.early_stopping and best.bad_epochs >= config.early_stopping:
+                return _end(run, trainer, best, "early_stopped",
+                            f"no better {config.monitor} for {config.early_stopping} epochs")
+            if run.stop_requested:
+                return _end(run, trainer, best, "stopped", f"stopped by request in epoch {epoch + 1} after "
+                            f"{record['steps']} of {steps_per_epoch(len(data.train), config)} steps")
+        return _end(run, trainer, best, "finished", "")
+
+
+def _take_notes(run, trainer):
+    """Move what the trainer had to say (e.g. TensorFlow tracing a step) into the run, and print it."""
+    for note in trainer.notes:
+        run.notes.append(note)
+        if run.config.progress:
+            print(f"ftkit: {note}")
+    trainer.notes.clear()
+
+
+def _end(run, trainer, best, status, message):
+    """The one exit of a run: choose the weights it keeps, restore them and record the choice.
+
+    finished and stopped keep the last weights; early_stopped keeps the best epoch's by
+    ``config.monitor``; diverged keeps the best epoch's, or the weights the run started from
+    when no epoch finished.
+    """
+    if status == "early_stopped" or status == "diverged":
+        if best.epoch is None:
+            trainer.set_weights(best.initial)
+            run.kept = "initial"
+        else:
+            trainer.set_weights(best.weights)
+            run.kept = f"best (epoch {best.epoch + 1})"
+    else:
+        run.kept = "last"
+    _take_notes(run, trainer)
+    run.status = status
+    run.message = f"{message}; kept the {run.kept} weights" if message else f"kept the {run.kept} weights"
 
 
 def _train_epoch(run, trainer, data, epoch, mask, callbacks):
@@ -239,8 +283,9 @@ def _train_epoch(run, trainer, data, epoch, mask, callbacks):
     sched = schedule_kwargs(config)
     n_batches = batches_per_epoch(len(data.train), config)
     bar = _progress(config, steps_per_epoch(len(data.train), config), f"epoch {epoch + 1}/{config.epochs}")
-    t0, seen, losses, micro = time.perf_counter(), 0, [], 0
+    t0, seen, losses, micro, done = time.perf_counter(), 0, [], 0, 0
     step = len(run.history["steps"])
+    guard = _SpikeGuard(config.loss_spike, run.history["steps"])
     batches = trainer.batches(data.train, shuffle=True, seed=config.seed * 1000 + epoch)
     try:
         for b, batch in zip(range(n_batches), batches):
@@ -253,12 +298,16 @@ def _train_epoch(run, trainer, data, epoch, mask, callbacks):
             if not math.isfinite(loss):
                 run.message = f"loss became {loss} at step {step} (epoch {epoch + 1})"
                 return None
+            if guard.spiked(loss):
+                run.message = (f"loss spiked to {loss:.4g} at step {step} (epoch {epoch + 1}), more than "
+                               f"loss_spike={config.loss_spike} times its running mean {guard.mean:.4g}")
+                return None
             seen += len(batch[1])
             losses.append(loss)
             if update:
                 rec = {"step": step, "epoch": epoch, "loss": float(np.mean(losses[-micro:])),
                        "lrs": [lr if m else 0.0 for lr, m in zip(lrs, mask)]}
-                micro, step = 0, step + 1
+                micro, step, done = 0, step + 1, done + 1
                 run.history["steps"].append(rec)
                 if bar is not None:
                     bar.update(1)
@@ -273,7 +322,8 @@ def _train_epoch(run, trainer, data, epoch, mask, callbacks):
     wall = time.perf_counter() - t0
     return {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
             **trainer.train_metrics(), "trainable_params": trainer.trainable_params(),
-            "trainable_mask": list(mask), "wall_time": wall, "samples_per_sec": seen / wall if wall > 0 else 0.0}
+            "trainable_mask": list(mask), "steps": done, "wall_time": wall,
+            "samples_per_sec": seen / wall if wall > 0 else 0.0}
 
 
 def _validate(run, trainer, data, record):
@@ -289,19 +339,43 @@ def _validate(run, trainer, data, record):
     return record
 
 
-class _Best:
-    """Early stopping's memory: the best monitored value, its weights, and epochs since."""
+class _SpikeGuard:
+    """``config.loss_spike``: a step whose loss exceeds ``factor`` times the running mean of the
+    previous steps' losses (an exponential mean, checked from the 10th step of the run on) stops the run."""
 
-    def __init__(self, monitor):
-        self.monitor, self.score, self.weights, self.bad_epochs = monitor, None, None, 0
+    def __init__(self, factor, steps, warmup=10, decay=0.9):
+        self.factor, self.warmup, self.decay = factor, warmup, decay
+        self.n, self.mean = 0, 0.0
+        for rec in steps:   # carry the mean across epochs
+            self.add(rec["loss"])
+
+    def add(self, loss):
+        self.mean = loss if self.n == 0 else self.decay * self.mean + (1 - self.decay) * loss
+        self.n += 1
+
+    def spiked(self, loss):
+        if self.factor is None:
+            return False
+        if self.n >= self.warmup and loss > self.factor * self.mean:
+            return True
+        self.add(loss)
+        return False
+
+
+class _Best:
+    """The best monitored value so far, its epoch and weights, and the epochs since it improved."""
+
+    def __init__(self, monitor, initial):
+        self.monitor, self.initial = monitor, initial
+        self.score = self.weights = self.epoch = None
+        self.bad_epochs = 0
 
     def update(self, record, weights):
         score = record[self.monitor] * (1 if self.monitor == "val_loss" else -1)
         if self.score is None or score < self.score:
-            self.score, self.weights, self.bad_epochs = score, weights, 0
+            self.score, self.weights, self.epoch, self.bad_epochs = score, weights, record["epoch"], 0
         else:
             self.bad_epochs += 1
-        return self.bad_epochs
 
 
 def _progress(config, total, desc):

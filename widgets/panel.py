@@ -255,8 +255,14 @@ class FineTunePanel(widgets.VBox):
             batch_size=int(self.batch_size.value), optimizer=self.optimizer.value, lr=float(self.lr.value),
             lr_ratio=float(self.lr_ratio.value) if self.differential.value else None,
             schedule=self.schedule.value, warmup_steps=int(self.warmup_steps.value),
-            weight_decay=float(self.weight_decay.value), dropout=float(self.dropout.value),
+            weight_decay=float(self.weight_decay.value), dropout=self._dropout_value(),
             augment=bool(self.augment.value), precision=self.precision.value)
+
+    def _dropout_value(self):
+        """The slider's rate; None (keep the model's, 0.2 as the panel loads it) while it shows that default
+        for a config that left dropout unset."""
+        rate = float(self.dropout.value)
+        return None if self._base.dropout is None and abs(rate - 0.2) < 1e-9 else rate
 
     def set_config(self, config):
         """Move the controls to ``config`` (fields without a control are kept from it too)."""
@@ -276,7 +282,8 @@ class FineTunePanel(widgets.VBox):
                           unfreeze_every=c.unfreeze_every, epochs=c.epochs, batch_size=c.batch_size,
                           optimizer=c.optimizer, lr=c.lr, differential=c.lr_ratio is not None,
                           schedule=c.schedule, warmup_steps=c.warmup_steps, weight_decay=c.weight_decay,
-                          dropout=c.dropout, augment=c.augment, precision=c.precision)
+                          dropout=0.2 if c.dropout is None else c.dropout, augment=c.augment,
+                          precision=c.precision)
             if c.lr_ratio is not None:
                 values["lr_ratio"] = c.lr_ratio
             for name, value in values.items():
@@ -326,7 +333,7 @@ class FineTunePanel(widgets.VBox):
             return "given"
         name = self.model_name.value
         size = self.image_size.value if ftkit.MODELS[name][0] == "image" else None
-        return (self.framework.value, name, num_classes, size, float(self.dropout.value))
+        return (self.framework.value, name, num_classes, size)   # dropout is the run's (FineTuneConfig.dropout)
 
     def load(self, background=False):
         """Load the data and the model the controls name (only what changed). ``background=True``: in a thread."""
@@ -350,11 +357,10 @@ class FineTunePanel(widgets.VBox):
             self._data_key = key
         mkey = self._wanted_model_key(self.data.num_classes)
         if mkey != self._model_key or (fresh and mkey != "given"):
-            fw, name, n_classes, size, dropout = mkey
+            fw, name, n_classes, size = mkey
             self._say(f"Loading model {name!r} ({fw})...", "info")
             kwargs = {"image_size": size} if size else {}
-            model = ftkit.load_model(name, framework=fw, num_classes=n_classes, dropout=dropout, verbose=False,
-                                     **kwargs)
+            model = ftkit.load_model(name, framework=fw, num_classes=n_classes, verbose=False, **kwargs)
             self._use_model(model)
             self._model_key, self._model_trained = mkey, False
         self.model_info.value = (f"<small>{html.escape(self.model.name)}: {html.escape(str(self.model.source))}"
@@ -600,8 +606,6 @@ class FineTunePanel(widgets.VBox):
                     "num_classes=data.num_classes"]
             if ftkit.MODELS[self.model_name.value][0] == "image":
                 args.append(f"image_size={self.image_size.value}")
-            if c.dropout != 0.2:
-                args.append(f"dropout={c.dropout!r}")
             lines.append(f"model = ftkit.load_model({', '.join(args)})")
         changed = [(k, v) for k, v in c.to_dict().items() if k != "progress" and v != getattr(_DEFAULT, k)]
         if changed:

@@ -11,13 +11,18 @@ schedules, the training loop, configs, metrics) lives above them in ``ftkit/``.
     ``groups`` (list of ``(name, [modules or layers])``, input to output, the head last),
     ``input_spec`` (dict: ``modality`` and its preprocessing) and ``source`` (where the weights came from).
     ``count_params(members)``, ``group_trainable(members)``, ``set_group_trainable(members, flag)``,
+    ``dropout_layers(members)``, ``dropout_rate(members)``, ``set_dropout_rate(members, rate)``,
+    ``init_layers(members, seed)`` (re-initialise from a seed, leaving the global random state alone),
+    ``modes(native)`` / ``set_modes(native, state)`` (torch's train/eval flags; nothing in Keras),
     ``wrap(native, groups, body=None, head=None)`` checks a user's own model (see ftkit.wrap_model).
 ``data.py``
     ``prepare(model, x, *, train, augment)`` turns a device batch into what the model takes
     (resize, channels, normalisation, augmentation; channels_last in torch);
     ``raw_loader(split, batch_size, shuffle)`` gives a native DataLoader / tf.data.Dataset.
 ``train.py``
-    ``Trainer(model, config, class_weights)`` with ``device``, ``precision``, ``set_trainable(mask)``,
+    ``Trainer(model, config, class_weights)`` with ``device``, ``precision``, ``notes`` (messages for the
+    run), ``seeded()`` (a context in which every random draw comes from ``config.seed`` and after which
+    the global random state is as before), ``set_trainable(mask)``,
     ``set_lrs(lrs)``, ``batches(split, shuffle, seed)``, ``train_step(batch, update) -> loss``,
     ``train_metrics()`` (training accuracy since the last call), ``discard_grads()``,
     ``predict(split) -> (loss, scores)``, ``get_weights()``, ``set_weights(snapshot)``,

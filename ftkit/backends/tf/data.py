@@ -34,12 +34,13 @@ def take(x, idx):
     return {k: v[idx] for k, v in x.items()} if isinstance(x, dict) else x[idx]
 
 
-def prepare(model, x, *, train=False, augment=False):
+def prepare(model, x, *, train=False, augment=False, seed=None):
     """Turn a batch into what the model takes: float, resized, 3 channels, normalised (NHWC).
 
     The same steps, in the same order, as the torch backend: /255, bilinear resize without antialiasing
     (torch's ``F.interpolate(..., align_corners=False)`` = TF's half-pixel centres), grey -> 3 channels,
-    ``(x - mean) / std``, then (training with ``augment`` only) a random flip and translation.
+    ``(x - mean) / std``, then (training with ``augment`` only) a random flip and translation drawn
+    from ``seed`` (two integers; see :func:`augment_images`).
     """
     if model.modality != "image":
         return x
@@ -56,21 +57,25 @@ def prepare(model, x, *, train=False, augment=False):
             x = tf.repeat(x, 3, axis=-1)
         x = (x - tf.constant(spec["mean"], tf.float32)) / tf.constant(spec["std"], tf.float32)
     if train and augment:
-        x = augment_images(x)
+        x = augment_images(x, seed=seed)
     return x
 
 
-def augment_images(x, max_shift=0.1):
+def augment_images(x, max_shift=0.1, seed=None):
     """Random horizontal flip and a random translation of up to ``max_shift`` of the size (zero fill).
 
     As torch's ``affine_grid``/``grid_sample`` (bilinear, zeros): output pixel (i, j) reads input
     (i + dy, j + dx), with dx, dy uniform in [-max_shift, max_shift] times the width/height.
+    The draws are stateless, from ``seed`` (two integers; the trainer passes the run's seed and the
+    step), so a traced step gives the same augmentation for the same seed in every run.
     """
     n = tf.shape(x)[0]
     h, w = tf.cast(tf.shape(x)[1], tf.float32), tf.cast(tf.shape(x)[2], tf.float32)
-    flip = tf.random.uniform([n]) < 0.5
+    seed = tf.constant([0, 0], tf.int64) if seed is None else tf.cast(seed, tf.int64)
+    flip_seed, shift_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    flip = tf.random.stateless_uniform([n], seed=flip_seed) < 0.5
     x = tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
-    shift = (tf.random.uniform([n, 2]) * 2 - 1) * max_shift
+    shift = (tf.random.stateless_uniform([n, 2], seed=shift_seed) * 2 - 1) * max_shift
     dx, dy = shift[:, 0] * w, shift[:, 1] * h
     ones, zeros = tf.ones([n]), tf.zeros([n])
     transforms = tf.stack([ones, zeros, dx, zeros, ones, dy, zeros, zeros], axis=1)

@@ -307,7 +307,7 @@ def _weights(members):
 
 def count_params(members):
     """Parameters, frozen or not (BatchNorm's moving statistics are not counted, as in torch)."""
-    stats = {id(w) for m in members for sub in _sublayers(m) if isinstance(sub, keras.layers.BatchNormalization)
+    stats = {id(w) for m in members for sub in sublayers(m) if isinstance(sub, keras.layers.BatchNormalization)
              for w in (sub.moving_mean, sub.moving_variance)}
     return int(sum(np.prod(w.shape) for w in _weights(members) if id(w) not in stats))
 
@@ -316,7 +316,7 @@ def group_trainable(members):
     return any(len(m.trainable_weights) > 0 for m in members)
 
 
-def _sublayers(layer):
+def sublayers(layer):
     yield layer
     for sub in layer._flatten_layers(include_self=False, recursive=True):
         yield sub
@@ -331,7 +331,7 @@ def set_group_trainable(members, flag):
     """
     for m in members:
         m.trainable = bool(flag)
-        for sub in _sublayers(m):
+        for sub in sublayers(m):
             if isinstance(sub, keras.layers.Dropout):
                 if not flag:
                     if not hasattr(sub, "_ftkit_rate"):
@@ -340,3 +340,49 @@ def set_group_trainable(members, flag):
                 elif hasattr(sub, "_ftkit_rate"):
                     sub.rate = sub._ftkit_rate
                     del sub._ftkit_rate
+
+
+def dropout_layers(members):
+    return [sub for m in members for sub in sublayers(m) if isinstance(sub, keras.layers.Dropout)]
+
+
+def dropout_rate(members):
+    """The rate of the first Dropout layer among ``members`` (None when there is none); a frozen
+    group's Dropout runs at rate 0 but keeps its own rate for when it trains again."""
+    found = dropout_layers(members)
+    return float(getattr(found[0], "_ftkit_rate", found[0].rate)) if found else None
+
+
+def set_dropout_rate(members, rate):
+    for d in dropout_layers(members):
+        if hasattr(d, "_ftkit_rate"):   # frozen now: the rate applies when the group trains
+            d._ftkit_rate = rate
+        else:
+            d.rate = rate
+
+
+def init_layers(members, seed):
+    """Re-initialise the kernels and biases of every layer among ``members`` with their own Keras
+    initializers, seeded from ``seed`` (no global random state is used or changed)."""
+    i = 0
+    for m in members:
+        for sub in sublayers(m):
+            for attr in ("kernel", "bias"):
+                var = getattr(sub, attr, None) if sub.built else None
+                init = getattr(sub, f"{attr}_initializer", None)
+                if var is None or init is None:
+                    continue
+                cfg = init.get_config()
+                if "seed" in cfg:
+                    cfg["seed"] = seed * 1000 + i
+                    i += 1
+                var.assign(type(init).from_config(cfg)(var.shape, dtype=var.dtype))
+
+
+def modes(native):
+    """Keras layers have no train/eval state (``training`` is passed at each call): nothing to keep."""
+    return None
+
+
+def set_modes(native, state):
+    """Nothing to restore (see :func:`modes`)."""

@@ -12,8 +12,9 @@ and ``tf.function`` rather than Keras ``fit``:
   ``models.set_group_trainable``);
 * on a GPU, bf16 mixed precision (fp16 with dynamic loss scaling where bf16 is missing).
 """
+import contextlib
 import logging
-from collections import namedtuple
+from collections import OrderedDict, namedtuple
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from ... import _frameworks
 from ...errors import ConfigError
 from . import data as tdata
 from .io import named_weights
+from .models import dropout_layers, sublayers
 
 tf = _frameworks.tensorflow()
 import keras  # noqa: E402
@@ -62,15 +64,28 @@ def _spec(x):
     return tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype))
 
 
-def _compiled(fn):
-    """``tf.function`` of ``fn(x, y)``, traced once at the first call for that batch structure."""
-    state = {}
+def _signature(x):
+    """What a trace depends on in a batch: its structure, shapes after the batch axis, and dtypes."""
+    if isinstance(x, dict):
+        return tuple(sorted((k, _signature(v)) for k, v in x.items()))
+    return tuple(x.shape[1:]), tf.as_dtype(x.dtype).name
 
-    def call(x, y):
-        if "f" not in state:
-            state["f"] = tf.function(fn, input_signature=[_spec(x), _spec(y)])
-        return state["f"](x, y)
-    return call
+
+class _Traced:
+    """``tf.function`` of ``fn(*tensors)``, traced once per batch structure (with a free batch size, so
+    the last, smaller batch reuses the trace). Each trace adds one to ``counter["traces"]``."""
+
+    def __init__(self, fn, counter):
+        self.fn, self.counter, self.fns = fn, counter, {}
+
+    def __call__(self, *args):
+        key = tuple(_signature(a) for a in args)
+        if key not in self.fns:
+            def traced(*a):
+                self.counter["traces"] += 1   # Python code in a tf.function runs only while tracing
+                return self.fn(*a)
+            self.fns[key] = tf.function(traced, input_signature=[_spec(a) for a in args])
+        return self.fns[key](*args)
 
 
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
@@ -98,72 +113,167 @@ def _make_optimizer(cfg):
 _Steps = namedtuple("_Steps", "fused grad apply grads_finite")
 
 
+def _group_variables(members):
+    """The variables of a group that can train (BatchNorm's moving statistics cannot), whether the
+    group is frozen now or not, in model order."""
+    seen, out = set(), []
+    for m in members:
+        for sub in sublayers(m):
+            for v in sub._trainable_variables:
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    out.append(v)
+    return out
+
+
+class _Runtime:
+    """What a model keeps between runs in ``model.runtime``: each group's variables, one optimizer set
+    per optimizer setting, and the traced steps with what they use. A second run on the same model
+    therefore reuses its traced steps instead of tracing again; each run resets the optimizer state.
+    """
+
+    MAX_TRACED = 16   # traced step sets kept per model (least recently used dropped first)
+
+    def __init__(self, model, tf_device):
+        self.tf_device = tf_device
+        self.vars = [_group_variables(g.members) for g in model.groups]
+        self.optimizers = {}            # (optimizer, weight_decay, momentum) -> (optimizers, accumulators)
+        self.traced = OrderedDict()     # step key -> _Steps, or a predict/feature function
+        self.anchors = {}               # id(variable) -> its value when the run started (L2-SP)
+        self.counter = {"traces": 0}
+        with tf.device(tf_device):
+            self.correct = tf.Variable(0, dtype=tf.int64, trainable=False)   # training accuracy, on the device
+            self.loss_scale = tf.Variable(2.0 ** 15, trainable=False)         # fp16 only
+
+    @staticmethod
+    def of(model, tf_device):
+        key = ("tf", tf_device)
+        if key not in model.runtime:
+            model.runtime[key] = _Runtime(model, tf_device)
+        return model.runtime[key]
+
+    def optimizer_set(self, cfg):
+        """The optimizers and gradient accumulators for ``cfg``'s optimizer settings, reset to a fresh state."""
+        key = (cfg.optimizer, float(cfg.weight_decay), float(cfg.momentum))
+        if key not in self.optimizers:
+            with tf.device(self.tf_device):
+                accum = [[tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False) for v in vs]
+                         for vs in self.vars]
+                opts = []
+                for vs in self.vars:
+                    opt = _make_optimizer(cfg)
+                    opt.exclude_from_weight_decay(var_list=[v for v in vs if len(v.shape) <= 1])
+                    opt.build(vs)
+                    opts.append(opt)
+            self.optimizers[key] = (opts, accum)
+        opts, accum = self.optimizers[key]
+        for opt in opts:   # a new run starts from a fresh optimizer: zero moments and step count
+            for v in opt.variables:
+                v.assign(tf.zeros_like(v))
+        for accs in accum:
+            for a in accs:
+                a.assign(tf.zeros_like(a))
+        return key, opts, accum
+
+    def get(self, key, make):
+        """The traced function(s) stored under ``key``, made with ``make()`` if missing; (value, is_new)."""
+        if key in self.traced:
+            self.traced.move_to_end(key)
+            return self.traced[key], False
+        self.traced[key] = make()
+        while len(self.traced) > self.MAX_TRACED:
+            self.traced.popitem(last=False)
+        return self.traced[key], True
+
+
+def trace_count(model):
+    """How many times TensorFlow traced a step of ``model`` in this process (training, prediction, features)."""
+    return sum(rt.counter["traces"] for k, rt in model.runtime.items() if k[0] == "tf")
+
+
+def _forward(model, x, *, train, features, augment=False, seed=None):
+    if features:
+        return model.head(x, training=train)
+    x = tdata.prepare(model, x, train=train, augment=train and augment, seed=seed)
+    return model.native(x, training=train)
+
+
+def _per_sample_loss(task, label_smoothing, logits, y):
+    logits = tf.cast(logits, tf.float32)
+    if task == "regression":
+        return tf.square(tf.squeeze(logits, -1) - tf.cast(y, tf.float32))
+    logp = tf.nn.log_softmax(logits)
+    nll = -tf.gather(logp, tf.cast(y, tf.int32), batch_dims=1)
+    if label_smoothing:  # torch's label_smoothing: (1 - eps) * NLL + eps * mean over classes of -log p
+        return (1 - label_smoothing) * nll - label_smoothing * tf.reduce_mean(logp, -1)
+    return nll
+
+
+def _reduce(class_weights, per_sample, y):
+    if class_weights is None:
+        return tf.reduce_mean(per_sample)
+    w = tf.gather(tf.constant(class_weights, tf.float32), tf.cast(y, tf.int32))
+    return tf.reduce_sum(per_sample * w) / tf.reduce_sum(w)
+
+
 class Trainer:
-    """One model, one config: optimizers per group, steps, predictions and weight snapshots."""
+    """One model, one config: optimizers per group, steps, predictions and weight snapshots.
+
+    The traced steps live in the model's runtime (see :class:`_Runtime`) and are keyed by everything
+    they depend on (trainable groups, batch structure, the config fields baked into the graph, dropout
+    rates, precision), so a repeated run reuses them and a change traces anew; ``notes`` says when.
+    """
 
     def __init__(self, model, config, class_weights=None):
-        keras.utils.set_random_seed(config.seed)
         self.model, self.config = model, config
         self.net = model.native
-        self._reset_seed_generators(config.seed)
         self.device = pick_device(config.device)
         self.precision = pick_precision(config.precision, self.device)
         self._tf_device = "/GPU:0" if self.device.startswith("gpu") else "/CPU:0"
         _set_policy(self.net, POLICIES[self.precision])
         if model.head is not None and model.head is not self.net:
             _set_policy(model.head, POLICIES[self.precision])
-        self.class_weights = None if class_weights is None else tf.constant(np.asarray(class_weights, np.float32))
+        self.rt = _Runtime.of(model, self._tf_device)
+        self._vars = self.rt.vars
+        self.class_weights = None if class_weights is None else tuple(float(w) for w in class_weights)
         self.mask = list(model.trainable_mask())
         self.features = None  # cached body features (feature_extraction)
+        self.notes = []       # what the trainer has to say (a new trace); the training loop reports it
         self._cache = {}
-        # the variables of each group that can train (BatchNorm moving statistics cannot), fixed once
-        self._vars = []
-        seen = set()
-        for g in model.groups:
-            vs = []
-            for m in g.members:
-                for v in m.weights:
-                    if v.trainable and id(v) not in seen:
-                        seen.add(id(v))
-                        vs.append(v)
-            self._vars.append(vs)
-        self._pretrained = None
-        if config.l2sp > 0:  # anchor: the pre-trained weights of every group but the head
-            with tf.device(self._tf_device):
-                self._pretrained = {id(v): (v, tf.constant(v.numpy())) for vs in self._vars[:-1] for v in vs}
-        self._optimizers = self._accum = self._loss_scale = None   # made at the first train_step
+        self._steps = None    # the traced steps of the current mask
+        self._opt_key = self._optimizers = self._accum = None   # chosen at the first train_step
         self._lrs = [config.lr] * len(model.groups)
-        self._good_steps = 0
-        self._fns = {}
-        with tf.device(self._tf_device):   # training accuracy counters (see train_metrics), kept on the device
-            self._correct = tf.Variable(0, dtype=tf.int64, trainable=False)
-        self._seen = 0
+        self._good_steps, self._seen, self._step_count = 0, 0, 0
+        if config.l2sp > 0:  # anchor: this run's starting weights of every group but the head
+            with tf.device(self._tf_device):
+                for vs in self._vars[:-1]:
+                    for v in vs:
+                        if id(v) in self.rt.anchors:
+                            self.rt.anchors[id(v)].assign(v)
+                        else:
+                            self.rt.anchors[id(v)] = tf.Variable(v.value, trainable=False)
+        if self.precision == "fp16":
+            self.rt.loss_scale.assign(2.0 ** 15)
 
-    def _build_optimizers(self):
-        """One optimizer and one set of gradient accumulators per group (only when training: predict-only
-        Trainers, as evaluate() makes, need neither)."""
-        if self._optimizers is not None:
-            return
-        with tf.device(self._tf_device):
-            self._accum = [[tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False) for v in vs]
-                           for vs in self._vars]
-            self._optimizers = []
-            for vs, lr in zip(self._vars, self._lrs):
-                opt = _make_optimizer(self.config)
-                opt.exclude_from_weight_decay(var_list=[v for v in vs if len(v.shape) <= 1])
-                opt.build(vs)
-                opt.learning_rate = lr
-                self._optimizers.append(opt)
-            if self.precision == "fp16":
-                self._loss_scale = tf.Variable(2.0 ** 15, trainable=False)
-
-    def _reset_seed_generators(self, seed):
-        """Dropout's random state is fixed when a layer is built; reset it so a seed gives the same run."""
+    @contextlib.contextmanager
+    def seeded(self):
+        """Inside: dropout draws from ``config.seed`` (Keras' seed generators are reset) and augmentation
+        from (seed, step); nothing global is touched, so the global random state stays as it was."""
         i = 0
         for v in self.net.variables:
             if v.path.endswith("seed_generator_state"):
-                v.assign(np.array([seed * 1000 + i, 0], dtype=v.dtype))
+                v.assign(np.array([self.config.seed * 1000 + i, 0], dtype=v.dtype))
                 i += 1
+        self._step_count = 0
+        yield
+
+    def _build_optimizers(self):
+        """The optimizers and accumulators (only when training: predict-only Trainers, as evaluate() makes,
+        need neither), reset for this run."""
+        if self._optimizers is None:
+            self._opt_key, self._optimizers, self._accum = self.rt.optimizer_set(self.config)
+            for opt, lr in zip(self._optimizers, self._lrs):
+                opt.learning_rate = lr
 
     # -- groups and LRs ----------------------------------------------------------------------------------
     def set_lrs(self, lrs):
@@ -175,6 +285,7 @@ class Trainer:
         """Freeze groups (weights fixed, inference mode) and unfreeze the others."""
         self.mask = [bool(m) for m in mask]
         self.model.set_trainable(self.mask)
+        self._steps = None
 
     def trainable_params(self):
         return int(sum(np.prod(v.shape) for v in self.net.trainable_weights))
@@ -188,20 +299,22 @@ class Trainer:
 
     def cache_features(self, splits):
         """feature_extraction: run the frozen body once over each split; later steps train only the head."""
-        body = self.model.body
+        model = self.model
 
-        @_compiled
-        def features(x, _):
-            x = tdata.prepare(self.model, x, train=False)
-            return tf.cast(body(x, training=False), tf.float32)
+        def make():
+            def features(x):
+                x = tdata.prepare(model, x, train=False)
+                return tf.cast(model.body(x, training=False), tf.float32)
+            return _Traced(features, self.rt.counter)
 
+        features, _ = self.rt.get(("features", self.precision), make)
         self.features = {}
         with tf.device(self._tf_device):
             for split in splits:
                 x, y = self._tensors(split)
-                feats = [features(tdata.take(x, slice(i, i + FEATURE_CHUNK)), y[:1])
-                         for i in range(0, len(y), FEATURE_CHUNK)]
+                feats = [features(tdata.take(x, slice(i, i + FEATURE_CHUNK))) for i in range(0, len(y), FEATURE_CHUNK)]
                 self.features[id(split)] = (tf.concat(feats, 0), tf.constant(y))
+        self._steps = None
 
     def batches(self, split, shuffle=False, seed=0):
         """Yield batches ``(x, y)`` of a split (cached features when there are)."""
@@ -220,88 +333,86 @@ class Trainer:
                 yield tdata.take(x, idx), y[idx]
 
     # -- steps -------------------------------------------------------------------------------------------
-    def _forward(self, x, train):
-        if self.features is not None:
-            return self.model.head(x, training=train)
-        x = tdata.prepare(self.model, x, train=train, augment=train and self.config.augment)
-        return self.net(x, training=train)
-
-    def _loss(self, logits, y):
-        logits = tf.cast(logits, tf.float32)
-        if self.model.task == "regression":
-            return tf.square(tf.squeeze(logits, -1) - tf.cast(y, tf.float32))
-        logp = tf.nn.log_softmax(logits)
-        nll = -tf.gather(logp, tf.cast(y, tf.int32), batch_dims=1)
-        eps = self.config.label_smoothing
-        if eps:  # torch's label_smoothing: (1 - eps) * NLL + eps * mean over classes of -log p
-            return (1 - eps) * nll - eps * tf.reduce_mean(logp, -1)
-        return nll
-
-    def _reduce(self, per_sample, y):
-        if self.class_weights is None:
-            return tf.reduce_mean(per_sample)
-        w = tf.gather(self.class_weights, tf.cast(y, tf.int32))
-        return tf.reduce_sum(per_sample * w) / tf.reduce_sum(w)
-
-    def _step_fns(self):
-        """The compiled gradient and update steps of the current mask (traced once per mask)."""
-        key = (tuple(self.mask), self.features is not None)
-        if key in self._fns:
-            return self._fns[key]
-        self._build_optimizers()
+    def _step_key(self):
+        """Everything a traced training step depends on."""
+        cfg = self.config
         live = {id(v) for v in self.net.trainable_weights}   # a layer frozen by hand inside a group stays fixed
         if self.model.head is not None:
             live |= {id(v) for v in self.model.head.trainable_weights}
+        dropout = tuple(float(d.rate) for d in dropout_layers([self.net]))
+        return ("train", tuple(self.mask), self.features is not None, frozenset(live), dropout, self.precision,
+                self._opt_key, cfg.grad_accum, cfg.clip_norm, cfg.l2sp, cfg.label_smoothing, cfg.augment,
+                self.class_weights), live
+
+    def _step_fns(self):
+        """The traced gradient and update steps of the current mask, from the model's runtime."""
+        if self._steps is not None:
+            return self._steps
+        self._build_optimizers()
+        key, live = self._step_key()
+        self._steps, new = self.rt.get(key, lambda: self._make_steps(live))
+        if new:
+            names = [n for n, m in zip(self.model.group_names, self.mask) if m]
+            self.notes.append(f"tracing the TensorFlow training step for trainable groups {', '.join(names)} "
+                              "(once per group structure and setting; later runs reuse it)")
+        return self._steps
+
+    def _make_steps(self, live):
+        """Trace-ready step functions. They capture the model, the runtime's variables and the config values
+        in the step key, never this Trainer (so a cached step holds no run's data)."""
+        model, rt, cfg = self.model, self.rt, self.config
+        features = self.features is not None
+        task, smoothing, augment, class_weights = model.task, cfg.label_smoothing, cfg.augment, self.class_weights
+        grad_accum, clip_norm, l2sp = cfg.grad_accum, cfg.clip_norm, cfg.l2sp
+        optimizers = self._optimizers
         # (group index, [(variable, accumulator)]) of every group that trains now
         plan = [(i, [(v, a) for v, a in zip(self._vars[i], self._accum[i]) if id(v) in live])
                 for i, m in enumerate(self.mask) if m]
         variables = [v for _, pairs in plan for v, _ in pairs]
         accums = [a for _, pairs in plan for _, a in pairs]
-        anchors = [] if self._pretrained is None else \
-            [self._pretrained[id(v)] for v in variables if id(v) in self._pretrained]
-        cfg, scale, correct = self.config, self._loss_scale, self._correct
-        no_grad = set()  # variables the loss does not reach (filled when grad_step is traced; not stepped)
+        anchors = [(v, rt.anchors[id(v)]) for v in variables if id(v) in rt.anchors] if l2sp > 0 else []
+        scale = rt.loss_scale if self.precision == "fp16" else None
+        correct = rt.correct
+        no_grad = set()  # accumulators the loss does not reach (found when grad_step is traced; not stepped)
 
-        def losses(x, y):
+        def losses(x, y, seed):
             """The batch loss, and what is differentiated (L2-SP added); counts correct answers on the device."""
-            logits = self._forward(x, train=True)
-            loss = self._reduce(self._loss(logits, y), y)
-            if self.model.task == "classification":   # no extra sync per step
+            logits = _forward(model, x, train=True, features=features, augment=augment, seed=seed)
+            loss = _reduce(class_weights, _per_sample_loss(task, smoothing, logits, y), y)
+            if task == "classification":   # no extra sync per step
                 hits = tf.equal(tf.argmax(logits, -1), tf.cast(y, tf.int64))
                 correct.assign_add(tf.reduce_sum(tf.cast(hits, tf.int64)))
             total = loss
             if anchors:
-                total = total + cfg.l2sp / 2 * tf.add_n([tf.reduce_sum(tf.square(v - v0)) for v, v0 in anchors])
+                total = total + l2sp / 2 * tf.add_n([tf.reduce_sum(tf.square(v - v0)) for v, v0 in anchors])
             return loss, total
 
         def apply(grads_and_vars):
             """Clip (one global norm over all groups, as torch's clip_grad_norm_) and step each group's optimizer."""
             grads = [g for g, _ in grads_and_vars]
-            if cfg.clip_norm and grads:
-                grads, _ = tf.clip_by_global_norm(grads, cfg.clip_norm)
+            if clip_norm and grads:
+                grads, _ = tf.clip_by_global_norm(grads, clip_norm)
             grad_of = {id(v): g for g, (_, v) in zip(grads, grads_and_vars)}
             for i, pairs in plan:
                 todo = [(grad_of[id(v)], v) for v, _ in pairs if id(v) in grad_of]
                 if todo:
-                    self._optimizers[i].apply_gradients(todo)
+                    optimizers[i].apply_gradients(todo)
             return tf.constant(True)
 
-        @_compiled
-        def fused_step(x, y):
+        def fused_step(x, y, seed):
             """grad_accum == 1 without loss scaling: gradients go straight to the optimizers (no accumulators);
             a non-finite loss skips the update."""
             with tf.GradientTape() as tape:
-                loss, total = losses(x, y)
+                loss, total = losses(x, y, seed)
             grads = tape.gradient(total, variables)
             kept = [(g, v) for g, v in zip(grads, variables) if g is not None]
             tf.cond(tf.math.is_finite(loss), lambda: apply(kept), lambda: tf.constant(False))
             return loss
 
-        @_compiled
-        def grad_step(x, y):
+        def grad_step(x, y, seed):
             with tf.GradientTape() as tape:
-                loss, total = losses(x, y)
-                scaled = total / cfg.grad_accum
+                loss, total = losses(x, y, seed)
+                scaled = total / grad_accum
                 if scale is not None:
                     scaled = scaled * scale
             grads = tape.gradient(scaled, variables)
@@ -327,8 +438,7 @@ class Trainer:
         def grads_finite():
             return tf.reduce_all([tf.reduce_all(tf.math.is_finite(a)) for a in accums]) if accums else True
 
-        self._fns[key] = _Steps(fused_step, grad_step, apply_step, grads_finite)
-        return self._fns[key]
+        return _Steps(_Traced(fused_step, rt.counter), _Traced(grad_step, rt.counter), apply_step, grads_finite)
 
     def train_step(self, batch, update=True):
         """Forward and backward one batch; step the optimizers when ``update``. Returns the batch loss.
@@ -337,29 +447,32 @@ class Trainer:
         """
         x, y = batch
         steps = self._step_fns()
+        seed = np.array([self.config.seed, self._step_count], np.int64)   # augmentation's stateless draws
+        self._step_count += 1
+        scale = self.rt.loss_scale if self.precision == "fp16" else None
         with tf.device(self._tf_device):
             self._seen += len(y)
-            if update and self.config.grad_accum == 1 and self._loss_scale is None:
-                return float(steps.fused(x, y))
-            value = float(steps.grad(x, y))
+            if update and self.config.grad_accum == 1 and scale is None:
+                return float(steps.fused(x, y, seed))
+            value = float(steps.grad(x, y, seed))
             if update and np.isfinite(value):
-                if self._loss_scale is not None and not bool(steps.grads_finite()):
-                    self._loss_scale.assign(self._loss_scale / 2)   # fp16 overflow: skip this step
+                if scale is not None and not bool(steps.grads_finite()):
+                    scale.assign(scale / 2)   # fp16 overflow: skip this step
                     self._good_steps = 0
                     self.discard_grads()
                 else:
                     steps.apply()
-                    if self._loss_scale is not None:
+                    if scale is not None:
                         self._good_steps += 1
                         if self._good_steps % 2000 == 0:
-                            self._loss_scale.assign(self._loss_scale * 2)
+                            scale.assign(scale * 2)
         return value
 
     def train_metrics(self):
         """Training accuracy since the last call (classification), then reset."""
-        out = {"train_accuracy": int(self._correct.numpy()) / self._seen} \
+        out = {"train_accuracy": int(self.rt.correct.numpy()) / self._seen} \
             if self._seen and self.model.task == "classification" else {}
-        self._correct.assign(0)
+        self.rt.correct.assign(0)
         self._seen = 0
         return out
 
@@ -370,15 +483,18 @@ class Trainer:
 
     def predict(self, split):
         """Mean loss and scores (class probabilities, or predictions for regression) over a split."""
-        key = ("predict", self.features is not None)   # training=False: independent of the mask
-        if key not in self._fns:
-            @_compiled
+        model, features = self.model, self.features is not None
+        task, smoothing = model.task, self.config.label_smoothing
+
+        def make():
             def forward(x, y):
-                logits = tf.cast(self._forward(x, train=False), tf.float32)
-                out = tf.squeeze(logits, -1) if self.model.task == "regression" else tf.nn.softmax(logits, -1)
-                return self._loss(logits, y), out
-            self._fns[key] = forward
-        forward = self._fns[key]
+                logits = tf.cast(_forward(model, x, train=False, features=features), tf.float32)
+                out = tf.squeeze(logits, -1) if task == "regression" else tf.nn.softmax(logits, -1)
+                return _per_sample_loss(task, smoothing, logits, y), out
+            return _Traced(forward, self.rt.counter)
+
+        # training=False: independent of the mask and of dropout
+        forward, _ = self.rt.get(("predict", features, task, smoothing, self.precision), make)
         losses, scores = [], []
         with tf.device(self._tf_device):
             for x, y in self.batches(split):

@@ -68,7 +68,7 @@ def prepare(model, x, *, train=False, augment=False, channels_last=False):
     if model.modality != "image":
         return x
     spec = model.input_spec
-    x = x.float().div_(255.0)
+    x = x / 255.0 if x.dtype == torch.float32 else x.float().div_(255.0)   # never change a float batch in place
     size = spec.get("image_size")
     if size and tuple(x.shape[-2:]) != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)

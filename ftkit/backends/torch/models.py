@@ -151,3 +151,39 @@ def set_group_trainable(members, flag):
         m.requires_grad_(flag)
         if not flag:
             m.eval()
+
+
+def dropout_layers(members):
+    return [d for m in members for d in m.modules() if isinstance(d, nn.modules.dropout._DropoutNd)]
+
+
+def dropout_rate(members):
+    """The rate of the first dropout layer among ``members`` (None when there is none)."""
+    found = dropout_layers(members)
+    return float(found[0].p) if found else None
+
+
+def set_dropout_rate(members, rate):
+    for d in dropout_layers(members):
+        d.p = rate
+
+
+def init_layers(members, seed):
+    """Re-initialise every layer with parameters among ``members`` from ``seed`` (PyTorch's own
+    ``reset_parameters``), leaving the global random state as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in members:
+            for sub in m.modules():
+                if hasattr(sub, "reset_parameters") and any(True for _ in sub.parameters(recurse=False)):
+                    sub.reset_parameters()
+
+
+def modes(native):
+    """Each module's train/eval flag, to put back with :func:`set_modes`."""
+    return [m.training for m in native.modules()]
+
+
+def set_modes(native, state):
+    for m, training in zip(native.modules(), state):
+        m.training = training
