@@ -19,8 +19,8 @@ from .lr_finder import LRFinderResult, lr_find  # noqa: E402
 from .models import MODELS, OFFLINE_MODELS, FTModel, LayerGroup, load_model, wrap_model  # noqa: E402
 from .runs import load_run  # noqa: E402
 from .schedules import SCHEDULES, group_lrs, lr_curve  # noqa: E402
-from .strategies import STRATEGIES  # noqa: E402
-from .training import Callback, Run, evaluate, finetune, session_runs  # noqa: E402
+from .strategies import STRATEGIES, suggest_strategy  # noqa: E402
+from .training import Callback, Run, device_info, evaluate, finetune, predict, session_runs  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -34,4 +34,5 @@ def profile():
 __all__ = ["FineTuneConfig", "DATASETS", "Dataset", "Split", "load_dataset", "ConfigError", "DataError",
            "FtkitError", "OfflineError", "RunFolderError", "LRFinderResult", "lr_find", "MODELS", "OFFLINE_MODELS", "FTModel",
            "LayerGroup", "load_model", "wrap_model", "load_run", "SCHEDULES", "group_lrs", "lr_curve",
-           "STRATEGIES", "Callback", "Run", "evaluate", "finetune", "session_runs", "profile"]
+           "STRATEGIES", "suggest_strategy", "Callback", "Run", "device_info", "evaluate", "finetune", "predict",
+           "session_runs", "profile"]

@@ -107,12 +107,35 @@ class FTModel:
     def unfreeze(self):
         self.set_trainable([True] * len(self.groups))
 
-    def summary(self):
-        """One line per group: name, parameters, and whether it is trainable *now* (its current freeze
-        state; a run applies its strategy's mask when it starts)."""
-        rows = [f"{'group':<14}{'params':>12}  state now"]
-        for g, n, t in zip(self.groups, self.param_counts(), self.trainable_mask()):
-            rows.append(f"{g.name:<14}{n:>12,}  {'trainable' if t else 'frozen'}")
+    def summary(self, config=None):
+        """One line per group: name, parameters, and what the last column says.
+
+        * ``summary()``: the model's freeze state *now* ("trainable" / "frozen"). A run sets its own
+          mask when it starts, so this is not what a run will train.
+        * ``summary(config)`` (a :class:`FineTuneConfig`, or a strategy name such as ``"partial"``):
+          which groups that run trains in its first epoch ("trains in epoch 1" / "frozen"), from
+          ``ftkit.strategies.plan``. Later epochs can differ (``progressive`` unfreezes more).
+        """
+        from .config import FineTuneConfig
+        from .strategies import plan
+        counts = self.param_counts()
+        if config is None:
+            rows = [f"{'group':<14}{'params':>12}  state now"]
+            for g, n, t in zip(self.groups, counts, self.trainable_mask()):
+                rows.append(f"{g.name:<14}{n:>12,}  {'trainable' if t else 'frozen'}")
+            rows.append("(a run sets this from its strategy when it starts: summary(config) shows what it trains)")
+            return "\n".join(rows)
+        if isinstance(config, str):
+            config = FineTuneConfig(strategy=config)
+        if not isinstance(config, FineTuneConfig):
+            raise ConfigError(f"summary(config={config!r}): give a FineTuneConfig or a strategy name")
+        config.validate(n_groups=len(self.groups))
+        mask = plan(config, len(self.groups))[0]
+        rows = [f"{'group':<14}{'params':>12}  strategy={config.strategy!r}, epoch 1"]
+        for g, n, t in zip(self.groups, counts, mask):
+            rows.append(f"{g.name:<14}{n:>12,}  {'trains in epoch 1' if t else 'frozen'}")
+        trained = sum(n for n, t in zip(counts, mask) if t)
+        rows.append(f"{sum(mask)} of {len(mask)} groups train in epoch 1: {trained:,} of {sum(counts):,} weights")
         return "\n".join(rows)
 
     def __repr__(self):

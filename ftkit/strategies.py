@@ -36,3 +36,24 @@ def plan(config, n_groups):
     """The mask of every epoch of a run: a list of ``config.epochs`` lists."""
     return [trainable_mask(config.strategy, n_groups, e, trainable_groups=config.trainable_groups,
                            unfreeze_every=config.unfreeze_every) for e in range(config.epochs)]
+
+
+# examples per class -> suggested strategy: (upper bound, strategy), checked in order
+SUGGESTION_RULE = ((25, "feature_extraction"), (200, "partial"), (None, "full"))
+
+
+def suggest_strategy(examples_per_class, augment=False):
+    """A sensible strategy for the data size (the rule is :data:`SUGGESTION_RULE`, stated by :func:`rule_text`).
+
+    Fewer than 25 training examples per class: ``feature_extraction`` (``head_only`` with augmentation,
+    which needs the body run every step); fewer than 200: ``partial``; otherwise ``full``.
+    """
+    for bound, strategy in SUGGESTION_RULE:
+        if bound is None or examples_per_class < bound:
+            return "head_only" if strategy == "feature_extraction" and augment else strategy
+
+
+def rule_text():
+    """The suggestion rule in words."""
+    return ("fewer than 25 examples per class: feature_extraction (head_only with augmentation); "
+            "fewer than 200: partial; more: full")

@@ -54,6 +54,7 @@ class Run:
         self.status, self.message = "created", ""
         self.device = self.precision = None
         self.kept, self.notes, self.dropout = None, [], model.dropout
+        self.started_at = self.ended_at = None   # time.perf_counter() at the start and the end of training
         self.group_names = model.group_names
         self.total_steps = 0
         self.test_metrics = None
@@ -80,7 +81,27 @@ class Run:
 
     @property
     def wall_time(self):
+        """Seconds spent in the training steps of the recorded epochs (validation excluded)."""
         return sum(e["wall_time"] for e in self.history["epochs"])
+
+    @property
+    def elapsed(self):
+        """Seconds since the run started (set-up, steps and validation), frozen when it ends."""
+        if self.started_at is None:
+            return 0.0
+        return (self.ended_at if self.ended_at is not None else time.perf_counter()) - self.started_at
+
+    @property
+    def steps_done(self):
+        return len(self.history["steps"])
+
+    @property
+    def time_left(self):
+        """Estimated seconds to the end of a running run (None before its first step or once it ended)."""
+        done = self.steps_done
+        if self.status != "running" or not done or not self.total_steps:
+            return None
+        return self.elapsed / done * max(0, self.total_steps - done)
 
     def summary(self):
         """One flat dict: what the RunBoard shows."""
@@ -88,9 +109,10 @@ class Run:
         c = self.config
         return {"run": self.name, "framework": self.framework, "model": self.model_name,
                 "dataset": self.dataset_name, "strategy": c.strategy, "lr": c.lr, "schedule": c.schedule,
-                "epochs": len(self.history["epochs"]), "best_val_accuracy": best.get("val_accuracy"),
+                "epochs": len(self.history["epochs"]), "steps": self.steps_done, "total_steps": self.total_steps,
+                "best_epoch": best["epoch"] + 1 if best else None, "best_val_accuracy": best.get("val_accuracy"),
                 "best_val_loss": best.get("val_loss"),
-                "trainable_params": best.get("trainable_params"), "wall_time": round(self.wall_time, 2),
+                "trainable_params": best.get("trainable_params"), "wall_time": round(self.elapsed, 2),
                 "status": self.status, "kept": self.kept}
 
     def save(self, path):
@@ -193,6 +215,8 @@ def finetune(model, data, config=None, *, callbacks=(), name=None, **overrides):
         run.status = "failed"
         raise
     finally:
+        if run.started_at is not None and run.ended_at is None:
+            run.ended_at = time.perf_counter()
         for cb in callbacks:
             cb.on_train_end(run)
     return run
@@ -207,6 +231,7 @@ def _fit(run, data, callbacks):
                          f"{run.device}")
     masks = plan(config, len(model.groups))
     run.total_steps = steps_per_epoch(len(data.train), config) * config.epochs
+    run.started_at = time.perf_counter()
     with trainer.seeded():
         if model.fresh_head:   # the new head's initial weights come from this run's seed
             model.init_head(config.seed)
@@ -272,6 +297,7 @@ def _end(run, trainer, best, status, message):
     else:
         run.kept = "last"
     _take_notes(run, trainer)
+    run.ended_at = time.perf_counter()
     run.status = status
     run.message = f"{message}; kept the {run.kept} weights" if message else f"kept the {run.kept} weights"
 
@@ -385,14 +411,30 @@ def _progress(config, total, desc):
     return tqdm(total=total, desc=desc, leave=False)
 
 
-def evaluate(model, data, split="test", config=None):
-    """Metrics of ``model`` on one split: classification or regression, computed with scikit-learn."""
+def predict(model, data, split="test", config=None):
+    """Scores of ``model`` on one split of ``data``: class probabilities (N, classes), or predictions
+    for regression (N,). The rows are in the split's order."""
+    return _predict(model, data, split, config)[1]
+
+
+def _predict(model, data, split, config):
+    """(mean loss, scores) of ``model`` on ``data.splits[split]``."""
     if split not in ("train", "val", "test"):
         raise ConfigError(f"split={split!r} is not valid; choose one of: train, val, test")
-    config = config or FineTuneConfig(progress=False)
-    trainer = model.backend.train.Trainer(model, config)
+    trainer = model.backend.train.Trainer(model, config or FineTuneConfig(progress=False))
     trainer.set_trainable(model.trainable_mask())
-    s = data.splits[split]
-    loss, scores = trainer.predict(s)
-    out = {"loss": loss, **_metrics.compute(model.task, s.y, scores)}
-    return out
+    return trainer.predict(data.splits[split])
+
+
+def device_info(framework="torch", config=None):
+    """Where a run of ``framework`` with ``config`` would train: ``{"device", "name", "precision"}``,
+    e.g. ``{"device": "cuda", "name": "NVIDIA H100 80GB HBM3", "precision": "bf16"}``."""
+    from . import _frameworks
+    config = config or FineTuneConfig()
+    return _frameworks.backend(framework).train.describe(config)
+
+
+def evaluate(model, data, split="test", config=None):
+    """Metrics of ``model`` on one split: classification or regression, computed with scikit-learn."""
+    loss, scores = _predict(model, data, split, config)
+    return {"loss": loss, **_metrics.compute(model.task, data.splits[split].y, scores)}

@@ -10,8 +10,13 @@ LayerMap block, run the state cell again and check in the kernel's own output
 file that the freeze state changed. Screenshots go to tests/artifacts/
 (widgets_e2e.png for JupyterLab, widgets_e2e_notebook7.png).
 
+A second test opens tests/assets/panel_layout.ipynb at a laptop's 1366x768 and checks the panel's first screen,
+its width, a tooltip on every control, that a Stop in epoch 2 leaves every figure agreeing, and that switching
+the framework shows no error; its screenshots are panel_1366_before/during/after.png.
+
 Skipped, loudly, only when /usr/bin/chromium is missing (`.ci/run` installs it).
 """
+import contextlib
 import json
 import os
 import shutil
@@ -139,13 +144,31 @@ def _wait_for_kernel(url, token, notebook, timeout=90):
     raise AssertionError(f"the kernel of {notebook} was not ready within {timeout} s")
 
 
+@contextlib.contextmanager
+def _page(chromium, width, height):
+    """A page of headless Chromium (a fresh profile) at ``width`` x ``height``; yields (page, console lines)."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
+        browser = p.chromium.launch_persistent_context(
+            profile, executable_path=chromium, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": width, "height": height})
+        page = browser.new_page()
+        console = []
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+        try:
+            yield page, console
+        finally:
+            browser.close()
+
+
 # (which front end, its URL for a notebook path, the screenshot it leaves)
 UIS = [("jupyterlab", "lab/tree/{}", "widgets_e2e.png"), ("notebook7", "notebooks/{}", "widgets_e2e_notebook7.png")]
 
 
 @pytest.mark.parametrize("ui,url_path,screenshot", UIS, ids=[u[0] for u in UIS])
 def test_panel_trains_and_layermap_freezes_in_a_real_browser(chromium, lab, ui, url_path, screenshot):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     url, token, work, server_log = lab
     notebook = f"{ui}/{NOTEBOOK.name}"  # each front end gets its own copy, folder and kernel
@@ -155,14 +178,7 @@ def test_panel_trains_and_layermap_freezes_in_a_real_browser(chromium, lab, ui, 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / screenshot
     t0 = time.monotonic()
-    with sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
-        browser = p.chromium.launch_persistent_context(
-            profile, executable_path=chromium, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1500, "height": 2300})
-        page = browser.new_page()
-        console = []
-        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
-        page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+    with _page(chromium, 1500, 2300) as (page, console):
         try:
             page.goto(f"{url}/{url_path.format(notebook)}?token={token}", timeout=60 * MS)
             page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60 * MS)
@@ -227,8 +243,125 @@ def test_panel_trains_and_layermap_freezes_in_a_real_browser(chromium, lab, ui, 
             print(server_log.read_text()[-4000:], file=sys.stderr)
             print("browser console:\n" + "\n".join(console[-40:]), file=sys.stderr)
             raise
-        finally:
-            browser.close()
     print(f"\nbrowser e2e ({ui}): notebook ready {t_ready:.0f} s, run finished {t_trained:.0f} s, "
           f"total {time.monotonic() - t0:.0f} s; screenshot {shot}")
     assert shot.stat().st_size > 10_000
+
+
+# what every control exposes, checked in the page: each input, select, button, slider and text area of the panel
+_TOOLTIPS_JS = """panel => {
+  const bad = [];
+  for (const el of panel.querySelectorAll('input, select, button, textarea, .widget-slider')) {
+    const box = el.getBoundingClientRect();
+    if (box.width === 0 && box.height === 0) continue;   // inside a closed tab: checked when shown
+    // ipywidgets puts a tooltip on the element itself, on the widget, or (described widgets) on its label;
+    // ftkit's labelled() widgets carry it on the label beside them (.ftkit-label)
+    const root = el.closest('.widget-inline-hbox') || el.closest('.jupyter-widgets') || el;
+    const label = root.querySelector('.widget-label');
+    const beside = root.parentElement && root.parentElement.querySelector(':scope > .ftkit-label span[title]');
+    const title = (el.getAttribute('title') || root.getAttribute('title') ||
+                   (label && label.style.display !== 'none' && label.getAttribute('title')) ||
+                   (beside && beside.getAttribute('title')) || '').trim();
+    const text = (el.innerText || '').trim();
+    if (!title || title === 'null' || title === 'undefined' || title === text)
+      bad.push((el.innerText || el.value || el.className || el.tagName).toString().slice(0, 60)
+               + (bad.length ? '' : ' ' + (root.parentElement || root).outerHTML.slice(0, 700)));
+  }
+  return bad;
+}"""
+
+_WIDER_JS = """([panel, limit]) => {
+  const out = [];
+  const right = Math.min(limit, panel.getBoundingClientRect().right);
+  for (const el of panel.querySelectorAll('*')) {
+    const box = el.getBoundingClientRect();
+    if (box.width > 0 && box.right > right + 1 && !el.closest('.ftkit-runboard-scroll'))
+      out.push(el.className.toString().slice(0, 80) + ' ' + Math.round(box.right) + ' > ' + Math.round(right));
+  }
+  if (panel.scrollWidth > panel.clientWidth + 1)
+    out.push('panel scrolls sideways: ' + panel.scrollWidth + ' > ' + panel.clientWidth);
+  return out.slice(0, 12);
+}"""
+
+
+def _figures(panel):
+    """The run figures the status line, the live stats line and the RunBoard row each show (data attributes)."""
+    def attrs(locator):
+        return {k: locator.get_attribute(f"data-{k}") for k in ("epochs", "steps", "best-accuracy")}
+    return {"status": attrs(panel.locator(".ftkit-status [data-kind]").first),
+            "stats": attrs(panel.locator(".ftkit-live-stats [data-epochs]").first),
+            "runboard": attrs(panel.locator(".ftkit-runboard-table tr[data-epochs]").last)}
+
+
+def test_panel_first_screen_tooltips_and_one_truth_at_1366x768(chromium, lab):
+    """At a laptop's 1366x768: Train, the status line and the live plot on the first screen; nothing wider than
+    the notebook; a tooltip on every control; a Stop in epoch 2 leaves every figure agreeing; switching the
+    framework shows no error. Screenshots before, during and after a run go to tests/artifacts/."""
+    from playwright.sync_api import expect
+
+    url, token, work, server_log = lab
+    asset = HERE / "assets" / "panel_layout.ipynb"
+    notebook = f"layout/{asset.name}"
+    (work / "layout").mkdir()
+    shutil.copy(asset, work / notebook)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with _page(chromium, 1366, 768) as (page, console):
+        try:
+            # ?reset: a fresh workspace, so the notebooks other tests opened on this server stay closed
+            page.goto(f"{url}/lab/tree/{notebook}?reset&token={token}", timeout=60 * MS)
+            page.locator(".jp-Notebook:visible .jp-Cell").first.wait_for(timeout=60 * MS)
+            _wait_for_kernel(url, token, notebook)
+            page.locator(".jp-Notebook:visible .jp-CodeCell").first.locator(".jp-InputArea-editor").click()
+            page.keyboard.press("Control+Enter")   # run the panel cell, as a learner does
+            panel = page.locator(".ftkit-panel")
+            expect(panel.locator(".ftkit-block")).to_have_count(5, timeout=120 * MS)
+            expect(panel.locator(".ftkit-status [data-kind='ok']")).to_contain_text("Press Train", timeout=60 * MS)
+
+            # the first screen: the panel's top at the top of the window, then Train, status and live plot inside it
+            panel.evaluate("el => el.scrollIntoView({block: 'start'})")
+            height = page.viewport_size["height"]
+            for name, sel in (("Train", ".ftkit-train"), ("status line", ".ftkit-status"),
+                              ("live plot", ".ftkit-live-plot")):
+                box = panel.locator(sel).first.bounding_box()
+                edge = box["y"] if name == "live plot" else box["y"] + box["height"]
+                assert 0 <= edge <= height, f"{name} is at y={edge:.0f}, outside the first {height} px"
+            notebook_right = page.locator(".jp-Notebook:visible .jp-Cell").first.bounding_box()
+            notebook_right = notebook_right["x"] + notebook_right["width"]
+            wider = page.evaluate(_WIDER_JS, [panel.element_handle(), notebook_right])
+            assert wider == [], f"wider than the notebook: {wider}"
+            # a tooltip on every control, in every tab
+            missing = panel.evaluate(_TOOLTIPS_JS)
+            tabs = panel.locator(".ftkit-tabs .lm-TabBar-tab")
+            for i in range(tabs.count()):
+                tabs.nth(i).click()
+                missing += panel.evaluate(_TOOLTIPS_JS)
+            assert not missing, f"controls without a tooltip: {sorted(set(missing))}"
+            tabs.nth(0).click()
+            panel.evaluate("el => el.scrollIntoView({block: 'start'})")
+            page.screenshot(path=str(ARTIFACTS / "panel_1366_before.png"))
+
+            # Train, then Stop during epoch 2
+            panel.locator(".ftkit-train").click()
+            expect(panel.locator(".ftkit-status")).to_contain_text("epoch 1 of 6 done", timeout=120 * MS)
+            page.screenshot(path=str(ARTIFACTS / "panel_1366_during.png"))
+            panel.locator(".ftkit-stop").click()
+            expect(panel.locator(".ftkit-live-status[data-status='stopped']")).to_be_visible(timeout=60 * MS)
+            expect(panel.locator(".ftkit-runboard-table tr[data-status='stopped']")).to_have_count(1, timeout=30 * MS)
+            expect(panel.locator(".ftkit-train")).to_be_enabled(timeout=30 * MS)
+            figures = _figures(panel)
+            assert figures["status"] == figures["stats"] == figures["runboard"], figures
+            epochs, steps = int(figures["status"]["epochs"]), int(figures["status"]["steps"])
+            assert epochs >= 2 and steps < epochs * 25, figures   # stopped inside an epoch after the first
+            expect(panel.locator(".ftkit-status")).to_contain_text("kept the last weights")
+            page.screenshot(path=str(ARTIFACTS / "panel_1366_after.png"))
+
+            # switching the framework before the model loads shows no error
+            panel.get_by_role("button", name="TensorFlow / Keras").click()
+            page.wait_for_timeout(1500)
+            assert not panel.locator(".ftkit-status [data-kind='error']").count()
+            assert not panel.locator(".ftkit-field-error [data-kind='error']").count()
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "failure_panel_1366.png"))
+            print(server_log.read_text()[-4000:], file=sys.stderr)
+            print("browser console:\n" + "\n".join(console[-40:]), file=sys.stderr)
+            raise

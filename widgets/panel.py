@@ -16,7 +16,12 @@ How it works, in short:
   While the run goes the controls are disabled, and a second Train click does
   nothing.
 * **Stop** calls ``run.request_stop()``: the run ends after the current step,
-  keeping its history and its best weights.
+  keeping its history and its last weights (the status line says so).
+* **LR finder** runs ``ftkit.lr_find`` and offers its suggestion; **Evaluate on
+  test** shows the test metrics, the confusion matrix and a few predictions.
+* Every control has a tooltip; an error about a setting shows under that control
+  as well as in the status line. Less-used settings sit in tabs, so the first
+  screen holds the main settings, Train/Stop, the status line and the live plots.
 * The panel's callback and the LiveView (also an ``ftkit.Callback``) update the
   plots from the training thread.
 
@@ -25,18 +30,21 @@ For tests and scripts the same actions are methods: ``panel.train(wait=True)``,
 is the latest run and ``panel.thread`` the worker thread.
 """
 import html
+import re
 import threading
 import traceback
 
 import ipywidgets as widgets
+from ipywidgets.widgets.widget_description import DescriptionWidget
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 import ftkit
 from ftkit.config import OPTIMIZERS, PRECISIONS
-from ftkit.strategies import plan
+from ftkit.strategies import plan, rule_text
 from ftkit.training import steps_per_epoch
 
-from ._plot import GROUP_COLOURS, gaps_at_zero, message_png, new_figure, to_png
+from ._plot import GROUP_COLOURS, duration, gaps_at_zero, labelled, message_png, new_figure, switch, to_png
 from .layermap import LayerMap
 from .live import LiveView
 from .runboard import RunBoard
@@ -44,6 +52,65 @@ from .runboard import RunBoard
 IMAGE_SIZES = [32, 64, 96, 128, 160, 224]
 BATCH_SIZES = [8, 16, 32, 64, 128, 256]
 _DEFAULT = ftkit.FineTuneConfig()
+def _field_of(message):
+    """The config field a ConfigError message starts with ("lr=0 must be..." -> "lr"), or None."""
+    m = re.match(r"(\w+)(=| has )", message)
+    return m.group(1) if m else None
+
+
+def run_summary_html(run):
+    """The status line after a run, every figure from the run record."""
+    best = run.best_epoch
+    parts = [f"<b>{html.escape(run.name)}</b> {run.status}: {len(run.history['epochs'])} epoch(s), "
+             f"{run.steps_done} of {run.total_steps} steps in {duration(run.elapsed)}."]
+    if best is not None and best.get("val_accuracy") is not None:
+        parts.append(f"Best epoch {best['epoch'] + 1} (by {run.config.monitor}): val accuracy "
+                     f"{best['val_accuracy']:.3f}.")
+    if run.message:
+        parts.append(html.escape(run.message[0].upper() + run.message[1:]) + ".")
+    return " ".join(parts)
+
+
+def evaluation_figure(data, metrics, scores, title="", n_examples=6):
+    """The confusion matrix and a few test predictions (images, or text snippets), as one Figure."""
+    import numpy as np
+    y = np.asarray(data.test.y)
+    pred = np.asarray(scores).argmax(1)
+    names = data.class_names or [str(i) for i in range(scores.shape[1])]
+    is_image = data.modality == "image"
+    fig = Figure(figsize=(11, 3.6), dpi=80, layout="constrained")
+    grid = fig.add_gridspec(2, 1 + (n_examples + 1) // 2, width_ratios=[2.2] + [1] * ((n_examples + 1) // 2))
+    ax = fig.add_subplot(grid[:, 0])
+    cm = np.asarray(metrics["confusion_matrix"])
+    ax.imshow(cm, cmap="Blues")
+    ax.set(xlabel="predicted class", ylabel="true class", title=f"confusion matrix, accuracy "
+           f"{metrics['accuracy']:.3f}")
+    ax.set_xticks(range(len(names)), [n[:8] for n in names], rotation=90, fontsize=7)
+    ax.set_yticks(range(len(names)), [n[:8] for n in names], fontsize=7)
+    # a few predictions: the first test examples, wrong ones first
+    order = np.argsort(pred == y, kind="stable")[:n_examples]
+    for k, i in enumerate(order):
+        a = fig.add_subplot(grid[k % 2, 1 + k // 2])
+        ok = pred[i] == y[i]
+        if is_image:
+            img = np.asarray(data.test.x[i], dtype=np.float32)
+            a.imshow(img.squeeze(), cmap="gray" if img.ndim == 2 or img.shape[-1] == 1 else None)
+        else:
+            a.text(0.02, 0.5, str(data.test.x[i])[:90], wrap=True, fontsize=7, va="center")
+        a.set_xticks([])
+        a.set_yticks([])
+        a.set_title(f"pred {names[pred[i]][:10]}\ntrue {names[y[i]][:10]}", fontsize=7,
+                    color="#1b5e20" if ok else "#b71c1c")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _shorten(text, keep=60):
+    """Long paths shortened in the middle (the whole text goes in a tooltip), so nothing scrolls sideways."""
+    return text if len(text) <= keep else f"{text[:keep // 2 - 1]}...{text[-(keep // 2 - 2):]}"
+
+
 _KINDS = {"info": "#1f4e79", "ok": "#1b5e20", "warn": "#8a5300", "error": "#b71c1c"}
 _LABEL = {"description_width": "130px"}
 
@@ -92,11 +159,14 @@ class FineTunePanel(widgets.VBox):
     def __init__(self, config=None, *, model="mobilenet_v2", framework="torch", dataset="digits", subset=20,
                  image_size=96, fresh_weights=True, load=True, live_interval=0.75):
         self._base = config if config is not None else ftkit.FineTuneConfig()
+        # without a config the strategy follows the data size (ftkit.suggest_strategy) until one is chosen
+        self._auto_strategy = config is None
         self._lock = threading.Lock()
         self._stop_event = threading.Event()
         self._syncing = False
         self.busy = False
         self.run = None           # the latest run started from this panel
+        self.callbacks = []       # more ftkit.Callback objects for every run (logging, your own plots...)
         self.thread = None        # the worker thread of the latest Train/Load
         self.error = None         # the latest error message shown, or None
         self.model = None         # the loaded FTModel
@@ -114,6 +184,8 @@ class FineTunePanel(widgets.VBox):
         self.runboard = RunBoard()
         super().__init__(self._layout())
         self.add_class("ftkit-panel")
+        if self._auto_strategy:
+            self._base = self._base.replace(strategy=self._suggested_strategy(subset))
         self._set_controls(self._base)
         if self._fixed_model is not None:
             self._use_model(self._fixed_model)
@@ -143,63 +215,117 @@ class FineTunePanel(widgets.VBox):
         fw = framework if isinstance(model, str) else model.framework
         ds = dataset if isinstance(dataset, str) else dataset.name
         self.framework = W.ToggleButtons(options=[("PyTorch", "torch"), ("TensorFlow / Keras", "tf")], value=fw,
-                                         description="framework", style={**_LABEL, "button_width": "150px"})
+                                         description="framework", style={**_LABEL, "button_width": "150px"},
+                                         tooltips=["train with PyTorch", "train with TensorFlow (Keras 3)"],
+                                         tooltip="which framework trains: the same run in PyTorch or TensorFlow")
         self.model_name = W.Dropdown(options=model_options if name in ftkit.MODELS else [(name, name)], value=name,
-                                     description="model", style=_LABEL, layout=_wide())
+                                     description="model", style=_LABEL, layout=_wide(),
+                                     tooltip="the pre-trained network; '(needs network)' models download weights")
         self.dataset = W.Dropdown(options=list(ftkit.DATASETS) if ds in ftkit.DATASETS else [ds], value=ds,
-                                  description="dataset", style=_LABEL, layout=_wide())
+                                  description="dataset", style=_LABEL, layout=_wide(),
+                                  tooltip="the data to fine-tune on (fixed train/val/test splits)")
         self.subset = W.BoundedIntText(value=subset, min=1, max=100_000, description="examples / class",
-                                       style=_LABEL)
+                                       style=_LABEL, layout=W.Layout(width="230px"),
+                                       tooltip="training examples per class: 5-50 shows transfer on a laptop "
+                                               "in seconds; thousands take minutes")
         sizes = sorted(set(IMAGE_SIZES) | {image_size})
-        self.image_size = W.Dropdown(options=sizes, value=image_size, description="image size (px)", style=_LABEL)
-        self.fresh = W.Checkbox(value=fresh_weights and self._fixed_model is None, indent=False,
-                                description="start every run from the pre-trained weights",
-                                layout=W.Layout(width="auto"))
+        self.image_size = W.Dropdown(options=sizes, value=image_size, description="image size (px)", style=_LABEL,
+                                     layout=W.Layout(width="230px"),
+                                     tooltip="images are resized to this side; 32-96 px is fast on a CPU, "
+                                             "224 px is what ImageNet models saw")
+        self.fresh = switch("start every run from the pre-trained weights",
+                            "on: each Train reloads the pre-trained model; off: a run continues from the previous "
+                            "run's weights", value=fresh_weights and self._fixed_model is None)
         self.load_button = W.Button(description="Load model", icon="download",
                                     tooltip="load the data and the model now, to see the layer groups")
-        self.model_info = W.HTML()
+        self.model_info = W.HTML(layout=W.Layout(overflow="hidden"))
 
-        self.strategy = W.Dropdown(options=list(ftkit.STRATEGIES), description="strategy", style=_LABEL)
+        self.strategy = W.Dropdown(options=list(ftkit.STRATEGIES), description="strategy", style=_LABEL,
+                                   tooltip="which layer groups train: full, the last few, only a new head "
+                                           "(on cached or live features), or one more group every few epochs")
         self.strategy_help = W.HTML()
         self.trainable_groups = W.IntSlider(min=1, max=5, value=2, description="trainable groups", style=_LABEL,
-                                            continuous_update=False)
+                                            continuous_update=False,
+                                            tooltip="partial: how many of the last groups train (the head counts)")
         self.unfreeze_every = W.IntSlider(min=1, max=10, value=1, description="unfreeze every (epochs)",
-                                          style=_LABEL, continuous_update=False)
+                                          style=_LABEL, continuous_update=False,
+                                          tooltip="progressive: epochs between unfreezing the next group")
 
-        self.lr = W.FloatText(description="learning rate", style=_LABEL, layout=W.Layout(width="260px"))
-        self.lr_slider = W.FloatLogSlider(base=10, min=-6, max=0, step=0.1, readout=False,
-                                          continuous_update=False, layout=W.Layout(width="180px"))
-        self.differential = W.Checkbox(indent=False, description="differential LRs (smaller for early layers)",
-                                       layout=W.Layout(width="auto"))
+        self.lr = W.FloatText(description="learning rate", style=_LABEL, layout=W.Layout(width="250px"),
+                              tooltip="the head's learning rate; AdamW fine-tuning usually uses 1e-5 to 1e-3 "
+                                      "(higher, up to 1e-2, for a new head alone)")
+        self.lr_slider = W.FloatLogSlider(base=10, min=-6, max=0, step=0.1, readout=False, description="or slide",
+                                          continuous_update=False, layout=W.Layout(width="205px"),
+                                          tooltip="the learning rate on a log scale, 1e-6 to 1")
+        self.lr_hint = W.HTML("<small>AdamW: usually 1e-5 to 1e-3. Not sure? Try the LR finder.</small>")
+        self.lr_find_button = W.Button(description="LR finder", icon="search",
+                                       tooltip="a short LR range test (Smith 2015): the loss against a growing LR; "
+                                               "the weights are restored afterwards")
+        self.lr_use_button = W.Button(description="Use suggestion", icon="check", layout=W.Layout(display="none"),
+                                      tooltip="set the learning rate to the LR finder's suggestion")
+        self.lr_find_plot = W.Image(format="png", layout=W.Layout(display="none", max_width="100%"))
+        self.lr_find_plot.add_class("ftkit-lr-find-plot")
+        self.differential = switch("differential LRs (smaller for early layers)",
+                                   "fastai-style discriminative LRs: the stem gets LR / ratio, the head the full LR, "
+                                   "geometric in between")
         self.lr_ratio = W.FloatLogSlider(base=10, min=0, max=3, step=0.1, value=10, description="head LR / stem LR",
-                                         style=_LABEL, continuous_update=False, readout_format=".3g")
-        self.optimizer = W.Dropdown(options=list(OPTIMIZERS), description="optimizer", style=_LABEL)
-        self.schedule = W.Dropdown(options=list(ftkit.SCHEDULES), description="LR schedule", style=_LABEL)
+                                         style=_LABEL, continuous_update=False, readout_format=".3g",
+                                         tooltip="how much larger the head's LR is than the stem's; 10-100 is common")
+        self.optimizer = W.Dropdown(options=list(OPTIMIZERS), description="optimizer", style=_LABEL,
+                                    tooltip="adamw (the default for fine-tuning), adam (no weight decay), or sgd "
+                                            "with momentum (often wants a 10x larger LR)")
+        self.schedule = W.Dropdown(options=list(ftkit.SCHEDULES), description="LR schedule", style=_LABEL,
+                                   tooltip="how the LR changes over the run; cosine and onecycle are strong defaults")
         self.schedule_help = W.HTML()
-        self.warmup_steps = W.BoundedIntText(min=0, max=1_000_000, description="warm-up steps", style=_LABEL)
+        self.warmup_steps = W.BoundedIntText(min=0, max=1_000_000, description="warm-up steps", style=_LABEL,
+                                             layout=W.Layout(width="250px"),
+                                             tooltip="steps of linear warm-up before the schedule; 0-10% of the "
+                                                     "run is typical")
         self.preview = W.Image(format="png", layout=W.Layout(max_width="100%"))
         self.preview.add_class("ftkit-lr-preview")
 
-        self.weight_decay = W.FloatText(description="weight decay", style=_LABEL, layout=W.Layout(width="260px"))
+        self.weight_decay = W.FloatText(description="weight decay", style=_LABEL, layout=W.Layout(width="250px"),
+                                        tooltip="decoupled weight decay (AdamW); 0.01-0.1 is typical, 0 turns it off")
         self.dropout = W.FloatSlider(min=0, max=0.9, step=0.05, description="dropout (head)", style=_LABEL,
-                                     continuous_update=False)
-        self.augment = W.Checkbox(indent=False, description="augment the training images",
-                                  layout=W.Layout(width="auto"))
-        self.epochs = W.IntSlider(min=1, max=30, description="epochs", style=_LABEL, continuous_update=False)
-        self.batch_size = W.Dropdown(options=BATCH_SIZES, description="batch size", style=_LABEL)
-        self.precision = W.Dropdown(options=list(PRECISIONS), description="precision", style=_LABEL)
+                                     continuous_update=False,
+                                     tooltip="dropout before the new head; 0.1-0.5 helps against overfitting on "
+                                             "small data")
+        self.augment = switch("augment the training images",
+                              "random flips and shifts of the training images each step (not with "
+                              "feature_extraction, whose features are computed once)")
+        self.epochs = W.IntSlider(min=1, max=30, description="epochs", style=_LABEL, continuous_update=False,
+                                  tooltip="passes over the training data; 2-10 is usual for fine-tuning")
+        self.batch_size = W.Dropdown(options=BATCH_SIZES, description="batch size", style=_LABEL,
+                                     layout=W.Layout(width="230px"),
+                                     tooltip="examples per step; 16-64 on a CPU, larger on a GPU")
+        self.precision = W.Dropdown(options=list(PRECISIONS), description="precision", style=_LABEL,
+                                    layout=W.Layout(width="230px"),
+                                    tooltip="auto: bf16 on a GPU that has it, else fp32; a CPU always uses fp32")
+        self.run_name = W.Text(description="run name", placeholder="automatic (run1, run2...)", style=_LABEL,
+                               layout=W.Layout(width="330px"),
+                               tooltip="a name for the next run, shown on the RunBoard")
 
-        self.train_button = W.Button(description="Train", button_style="success", icon="play")
-        self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
+        self.train_button = W.Button(description="Train", button_style="success", icon="play",
+                                     tooltip="start fine-tuning with these settings (in the background)")
+        self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True,
+                                    tooltip="end the run after the current step; its history and last weights stay")
+        self.eval_button = W.Button(description="Evaluate on test", icon="check-square-o", disabled=True,
+                                    tooltip="the trained model on the test split: metrics, confusion matrix and "
+                                            "a few predictions")
         self.code_button = W.ToggleButton(description="Show code", icon="code",
                                           tooltip="the plain ftkit calls that do the same run")
         for b, cls in ((self.train_button, "ftkit-train"), (self.stop_button, "ftkit-stop"),
-                       (self.code_button, "ftkit-code-button")):
+                       (self.code_button, "ftkit-code-button"), (self.lr_find_button, "ftkit-lr-find"),
+                       (self.eval_button, "ftkit-evaluate")):
             b.add_class(cls)
+        self.device_line = W.HTML()
+        self.device_line.add_class("ftkit-device")
         self.status = W.HTML()
         self.status.add_class("ftkit-status")
         self.code_view = W.HTML(layout=W.Layout(display="none"))
         self.code_view.add_class("ftkit-code")
+        self.eval_view = W.VBox(layout=W.Layout(display="none"))
+        self.eval_view.add_class("ftkit-eval")
 
         # every control that sets part of the config, by config field (plus the model/data ones)
         self.controls = {
@@ -212,37 +338,72 @@ class FineTunePanel(widgets.VBox):
             "augment": self.augment, "epochs": self.epochs, "batch_size": self.batch_size,
             "precision": self.precision,
         }
+        # an error line under each control, for messages that name its field (ConfigError "lr=0 ...")
+        self.field_errors = {k: W.HTML(layout=W.Layout(display="none")) for k in self.controls}
+        for k, w in self.field_errors.items():
+            w.add_class("ftkit-field-error")
+            w.add_class(f"ftkit-field-error-{k}")
         for w in self.controls.values():
             w.observe(self._on_control, names="value")
+        self.strategy.observe(self._on_strategy_chosen, names="value")
         self.lr_slider.observe(self._on_lr_slider, names="value")
         self.train_button.on_click(lambda _: self.train())
         self.stop_button.on_click(lambda _: self.stop())
         self.load_button.on_click(lambda _: self.load(background=True))
+        self.lr_find_button.on_click(lambda _: self.find_lr())
+        self.lr_use_button.on_click(lambda _: self._use_lr_suggestion())
+        self.eval_button.on_click(lambda _: self.evaluate())
         self.code_button.observe(lambda _: self._show_code(), names="value")
+
+    def _with_error(self, field, *rows):
+        """A control (or a row holding it), labelled so its tooltip shows, followed by its error line."""
+        return widgets.VBox([labelled(r) if isinstance(r, DescriptionWidget) else r for r in rows]
+                            + [self.field_errors[field]], layout=widgets.Layout(margin="0"))
 
     def _layout(self):
         W = widgets
+        e = self._with_error
+        # the first screen: the settings used most, the buttons, the status and the live plots
+        quick = W.VBox([
+            e("framework", self.framework),
+            e("strategy", self.strategy), self.strategy_help,
+            e("lr", W.HBox([labelled(self.lr), labelled(self.lr_slider, "55px"), self.lr_find_button, self.lr_use_button],
+                           layout=W.Layout(flex_flow="row wrap", align_items="center"))), self.lr_hint,
+            e("epochs", self.epochs),
+        ], layout=W.Layout(width="100%"))
+        quick.add_class("ftkit-quick")
+        buttons = W.HBox([self.train_button, self.stop_button, self.eval_button, self.code_button],
+                         layout=W.Layout(flex_flow="row wrap"))
+        head = W.HBox([W.HTML("<b style='font-size:1.15em'>ftkit fine-tuning panel</b>"), self.device_line],
+                      layout=W.Layout(justify_content="space-between", width="100%"))
 
-        def section(title, *children):
-            box = W.VBox([W.HTML(f"<b>{title}</b>"), *children],
-                         layout=W.Layout(border="1px solid #ddd", padding="4px 8px", margin="2px"))
-            return box
+        def page(*children):
+            return W.VBox(list(children), layout=W.Layout(padding="4px", overflow="hidden"))
 
-        left = W.VBox([
-            section("Model and data", self.framework, self.model_name, self.dataset,
-                    W.HBox([self.subset, self.image_size]), self.fresh, self.load_button, self.model_info),
-            section("What trains", self.strategy, self.strategy_help, self.trainable_groups, self.unfreeze_every),
-            section("Regularisation and run", self.weight_decay, self.dropout, self.augment, self.epochs,
-                    W.HBox([self.batch_size, self.precision])),
-        ], layout=W.Layout(width="50%"))
-        right = W.VBox([
-            section("Learning rate", W.HBox([self.lr, self.lr_slider]), self.differential, self.lr_ratio,
-                    self.optimizer, self.schedule, self.schedule_help, self.warmup_steps, self.preview),
-        ], layout=W.Layout(width="50%"))
-        title = W.HTML("<h3 style='margin:4px 0'>ftkit fine-tuning panel</h3>")
-        groups = section("Layer groups (click a block to freeze / unfreeze it)", self.layermap)
-        buttons = W.HBox([self.train_button, self.stop_button, self.code_button])
-        return [title, W.HBox([left, right]), groups, buttons, self.status, self.code_view, self.live,
+        tabs = W.Tab(children=[
+            page(e("model", self.model_name), e("dataset", self.dataset),
+                 W.HBox([e("subset", self.subset), e("image_size", self.image_size)],
+                                                       layout=W.Layout(flex_flow="row wrap")),
+                 self.fresh, self.load_button, self.model_info),
+            page(e("trainable_groups", self.trainable_groups), e("unfreeze_every", self.unfreeze_every),
+                 W.HTML("<small>The strategy is on the first screen; the layer map below the live view shows "
+                        "which groups train.</small>")),
+            page(e("differential", self.differential), e("lr_ratio", self.lr_ratio), e("optimizer", self.optimizer),
+                 e("schedule", self.schedule), self.schedule_help, e("warmup_steps", self.warmup_steps),
+                 self.preview, self.lr_find_plot),
+            page(e("weight_decay", self.weight_decay), e("dropout", self.dropout), e("augment", self.augment)),
+            page(W.HBox([e("batch_size", self.batch_size), e("precision", self.precision)],
+                        layout=W.Layout(flex_flow="row wrap")), labelled(self.run_name)),
+        ], titles=["Model and data", "What trains", "Learning rate", "Regularization", "Mechanics"],
+            layout=W.Layout(width="auto", margin="2px 4px 2px 0"))
+        tabs.add_class("ftkit-tabs")
+        self.tabs = tabs
+        self._tab_of = {"model": 0, "dataset": 0, "subset": 0, "image_size": 0, "fresh_weights": 0,
+                        "trainable_groups": 1, "unfreeze_every": 1, "differential": 2, "lr_ratio": 2,
+                        "optimizer": 2, "schedule": 2, "warmup_steps": 2, "weight_decay": 3, "dropout": 3,
+                        "augment": 3, "batch_size": 4, "precision": 4}
+        groups = W.VBox([W.HTML("<b>Layer groups</b> (click a block to freeze / unfreeze it)"), self.layermap])
+        return [head, quick, buttons, self.status, self.live, groups, self.eval_view, self.code_view, tabs,
                 self.runboard]
 
     # --- config <-> controls -----------------------------------------------------------------------------
@@ -296,6 +457,13 @@ class FineTunePanel(widgets.VBox):
     def _on_control(self, change):
         if self._syncing:
             return
+        self._clear_field_errors()
+        if self._auto_strategy and change["owner"] in (self.subset, self.augment):
+            self._syncing = True
+            try:
+                self.strategy.value = ftkit.suggest_strategy(self._examples_per_class(), bool(self.augment.value))
+            finally:
+                self._syncing = False
         if change["owner"] is self.lr and change["new"] and change["new"] > 0:
             self._syncing = True
             try:
@@ -303,6 +471,19 @@ class FineTunePanel(widgets.VBox):
             finally:
                 self._syncing = False
         self._changed()
+
+    def _on_strategy_chosen(self, change):
+        if not self._syncing:
+            self._auto_strategy = False   # the learner chose: the data size no longer decides
+
+    def _examples_per_class(self):
+        if self._fixed_data is not None:
+            counts = self._fixed_data.class_counts("train")
+            return int(counts.min()) if len(counts) else 0
+        return int(self.subset.value)
+
+    def _suggested_strategy(self, subset):
+        return ftkit.suggest_strategy(int(subset), self._base.augment)
 
     def _on_lr_slider(self, change):
         if not self._syncing:
@@ -314,11 +495,18 @@ class FineTunePanel(widgets.VBox):
         self.trainable_groups.layout.display = None if c.strategy == "partial" else "none"
         self.unfreeze_every.layout.display = None if c.strategy == "progressive" else "none"
         self.lr_ratio.disabled = self.busy or not self.differential.value
-        self.strategy_help.value = f"<i>When to use:</i> {html.escape(ftkit.STRATEGIES[c.strategy])}"
+        n = self._examples_per_class()
+        suggested = ftkit.suggest_strategy(n, c.augment)
+        why = (f"suggested for {n} examples per class" if c.strategy == suggested else
+               f"for {n} examples per class the rule suggests <b>{suggested}</b>")
+        self.strategy_help.value = (f"<small><i>When to use:</i> {html.escape(ftkit.STRATEGIES[c.strategy])} "
+                                    f"(<span title='{html.escape(rule_text())}'>{why}</span>)</small>")
         self.schedule_help.value = f"<i>{html.escape(ftkit.SCHEDULES[c.schedule])}</i>"
         is_image = ftkit.MODELS.get(self.model_name.value, ("image",))[0] == "image"
         self.image_size.disabled = self.busy or not is_image or self._fixed_model is not None
         self._draw_preview(c)
+        if self._model_current():
+            self._show_device()
         if not self.busy:
             self._show_layers(c)
         if self.code_button.value:
@@ -363,9 +551,22 @@ class FineTunePanel(widgets.VBox):
             model = ftkit.load_model(name, framework=fw, num_classes=n_classes, verbose=False, **kwargs)
             self._use_model(model)
             self._model_key, self._model_trained = mkey, False
-        self.model_info.value = (f"<small>{html.escape(self.model.name)}: {html.escape(str(self.model.source))}"
-                                 f"<br>{html.escape(repr(self.data))}</small>")
+        source = str(self.model.source)
+        self.model_info.value = (f"<small>{html.escape(self.model.name)}: <span title='{html.escape(source)}'>"
+                                 f"{html.escape(_shorten(source))}</span><br>{html.escape(repr(self.data))}</small>")
+        self._show_device()
         return self.model, self.data
+
+    def _show_device(self):
+        """The device line: where the next run trains, and in which precision."""
+        try:
+            info = ftkit.device_info(self.model.framework if self.model is not None else self.framework.value,
+                                     self.config)
+        except ftkit.FtkitError as e:
+            self.device_line.value = f"<small>device: {html.escape(str(e))}</small>"
+            return
+        self.device_line.value = (f"<small title='where the next run trains'>device: <b>{html.escape(info['name'])}"
+                                  f"</b> ({info['device']}), {info['precision']}</small>")
 
     def _use_model(self, model):
         self.model = model
@@ -451,9 +652,11 @@ class FineTunePanel(widgets.VBox):
 
     # --- LR preview ---------------------------------------------------------------------------------------------
     def _draw_preview(self, config):
-        try:
+        try:   # before the model is loaded its group count is unknown: nothing is checked against it
+            config.validate(n_groups=len(self.model.groups) if self._model_current() else None)
             n_groups = len(self.model.groups) if self._model_current() else 1
-            config.validate(n_groups=n_groups)
+            if not self._model_current():
+                config = config.replace(group_lrs=None)
         except ftkit.ConfigError as e:
             self.preview_message = f"No preview: {e}"
             self.preview.value = message_png(self.preview_message, width=5.5, height=1.0)
@@ -538,21 +741,91 @@ class FineTunePanel(widgets.VBox):
 
     def _train_job(self, config):
         self.run = None
+        self._hide_eval()
+        self.live.clear("Starting a new run: loading the model and preparing the data...")
+        self.runboard.refresh()
         fresh = self._model_trained and self.fresh.value
         self._load_now(fresh=fresh)
         if self._stop_event.is_set():
             self._say("Stopped before training started.", "warn")
             return
         self._model_trained = True
-        run = ftkit.finetune(self.model, self.data, config.replace(progress=False),
-                             callbacks=[self._callback, self.live])
-        best = run.best_epoch or {}
-        acc = best.get("val_accuracy")
+        name = self.run_name.value.strip() or None
+        run = ftkit.finetune(self.model, self.data, config.replace(progress=False), name=name,
+                             callbacks=[self._callback, self.live, *self.callbacks])
+        self.run_name.value = ""
         kind = "ok" if run.status in ("finished", "early_stopped", "stopped") else "warn"
-        detail = f" {html.escape(run.message)}." if run.message else ""
-        score = f" Best val accuracy {acc:.3f}." if acc is not None else ""
-        self._say(f"<b>{run.name}</b> {run.status} after {len(run.history['epochs'])} epoch(s), "
-                  f"{run.wall_time:.1f} s.{score}{detail}", kind)
+        self._say(run_summary_html(run), kind, run=run)
+
+    # --- LR finder and evaluation ---------------------------------------------------------------------------
+    def find_lr(self, wait=False):
+        """Run ``ftkit.lr_find`` with the current settings in the background; show its curve and offer its
+        suggestion (the "Use suggestion" button). The model is left exactly as it was."""
+        config = self.config
+        try:
+            config.validate(n_groups=len(self.model.groups) if self._model_current() else None)
+        except ftkit.ConfigError as e:
+            self._show_error(e)
+            return None
+        thread = self._start(lambda: self._lr_find_job(config))
+        if wait and thread is not None:
+            thread.join()
+        return thread
+
+    def _lr_find_job(self, config):
+        self._load_now()
+        self._say("LR finder: a short range test with a growing learning rate...", "info")
+        result = ftkit.lr_find(self.model, self.data, config.replace(progress=False))
+        self.lr_result = result
+        fig, (ax,) = new_figure(5.5, 2.4)
+        result.plot(ax=ax)
+        ax.set_title("LR finder: loss against learning rate", fontsize=9)
+        self.lr_find_plot.value = to_png(fig)
+        self.lr_find_plot.layout.display = None
+        self.lr_use_button.description = f"Use {result.suggestion:.1e}"
+        self.lr_use_button.layout.display = None
+        self._say(f"LR finder suggests <b>{result.suggestion:.1e}</b> (steepest fall of the loss; the curve is in "
+                  "the Learning rate tab). The model is unchanged.", "ok")
+
+    def _use_lr_suggestion(self):
+        if getattr(self, "lr_result", None) is not None:
+            self.lr.value = float(f"{self.lr_result.suggestion:.2g}")
+            self._say(f"Learning rate set to {self.lr.value:g}.", "ok")
+
+    def evaluate(self, wait=False):
+        """Evaluate the trained model on the test split (what "Evaluate on test" does): metrics, the
+        confusion matrix and a few predictions, below the live view."""
+        thread = self._start(self._evaluate_job)
+        if wait and thread is not None:
+            thread.join()
+        return thread
+
+    def _evaluate_job(self):
+        if self.model is None or self.data is None or self.run is None:
+            self._say("Train a run first: Evaluate shows how the trained model does on the test split.", "warn")
+            return
+        self._say("Evaluating on the test split...", "info")
+        metrics = ftkit.evaluate(self.model, self.data, "test")
+        scores = ftkit.predict(self.model, self.data, "test")
+        self.test_metrics = metrics
+        self.run.test_metrics = metrics
+        self._show_eval(metrics, scores)
+        self._say(f"<b>{html.escape(self.run.name)}</b> on the test split ({len(self.data.test)} examples): "
+                  + ", ".join(f"{k} {metrics[k]:.3f}" for k in ("accuracy", "f1_macro", "loss") if k in metrics),
+                  "ok")
+
+    def _show_eval(self, metrics, scores):
+        W = widgets
+        fig = evaluation_figure(self.data, metrics, scores, title=f"{self.run.name} on the test split")
+        picture = W.Image(value=to_png(fig), format="png", layout=W.Layout(max_width="100%"))
+        picture.add_class("ftkit-eval-plot")
+        close = W.Button(description="Hide", icon="times", tooltip="hide the evaluation")
+        close.on_click(lambda _: self._hide_eval())
+        self.eval_view.children = [W.HTML("<b>Evaluation on the test split</b>"), picture, close]
+        self.eval_view.layout.display = None
+
+    def _hide_eval(self):
+        self.eval_view.layout.display = "none"
 
     def _set_running(self, running):
         for w in [*self.controls.values(), self.lr_slider, self.load_button]:
@@ -564,20 +837,43 @@ class FineTunePanel(widgets.VBox):
                 w.disabled = self._fixed_model is not None
             for w in (self.dataset, self.subset):
                 w.disabled = self._fixed_data is not None
+        for b in (self.lr_find_button, self.lr_use_button):
+            b.disabled = running
         self.layermap.disabled = running
         self.train_button.disabled = running
         self.stop_button.disabled = not running
+        self.eval_button.disabled = running or self.run is None or self.run.status == "failed"
 
     # --- messages and code ----------------------------------------------------------------------------------
-    def _say(self, text, kind="info"):
+    def _say(self, text, kind="info", run=None):
+        """The status line; with ``run``, its figures are also data attributes (tests compare them)."""
         colour = _KINDS[kind]
-        self.status.value = (f"<div data-kind='{kind}' style='color:{colour};border-left:4px solid {colour};"
+        data = ""
+        if run is not None:
+            best = run.best_epoch or {}
+            acc = best.get("val_accuracy")
+            data = (f" data-epochs='{len(run.history['epochs'])}' data-steps='{run.steps_done}'"
+                    f" data-best-accuracy='{'' if acc is None else f'{acc:.3f}'}'")
+        self.status.value = (f"<div data-kind='{kind}'{data} style='color:{colour};border-left:4px solid {colour};"
                              f"padding:2px 8px;margin:4px 0'>{text}</div>")
+
+    def _clear_field_errors(self):
+        for w in self.field_errors.values():
+            if w.layout.display != "none":
+                w.value, w.layout.display = "", "none"
 
     def _show_error(self, error):
         if isinstance(error, ftkit.FtkitError):
             self.error = f"Can't train with these settings: {error}"
             self._say(html.escape(self.error), "error")
+            field = _field_of(str(error))
+            if field in self.field_errors:   # also right under the control it names
+                box = self.field_errors[field]
+                box.value = (f"<div data-kind='error' style='color:{_KINDS['error']};font-size:0.9em'>"
+                             f"&#9888; {html.escape(str(error))}</div>")
+                box.layout.display = None
+                if field in self._tab_of:
+                    self.tabs.selected_index = self._tab_of[field]
         else:
             self.error = f"Something went wrong: {type(error).__name__}: {error}"
             tb = html.escape("".join(traceback.format_exception(error)))

@@ -20,6 +20,7 @@ schedules, the training loop, configs, metrics) lives above them in ``ftkit/``.
     (resize, channels, normalisation, augmentation; channels_last in torch);
     ``raw_loader(split, batch_size, shuffle)`` gives a native DataLoader / tf.data.Dataset.
 ``train.py``
+    ``describe(config)`` -> ``{"device", "name", "precision"}`` (what ``ftkit.device_info`` reports);
     ``Trainer(model, config, class_weights)`` with ``device``, ``precision``, ``notes`` (messages for the
     run), ``seeded()`` (a context in which every random draw comes from ``config.seed`` and after which
     the global random state is as before), ``set_trainable(mask)``,

@@ -110,6 +110,17 @@ def _make_optimizer(cfg):
                                 weight_decay=cfg.weight_decay or None)
 
 
+def describe(config):
+    """Where a run with ``config`` trains: device, its name and the precision (see ftkit.device_info)."""
+    device = pick_device(config.device)
+    name = "CPU"
+    if device != "cpu":
+        details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
+        name = details.get("device_name", "GPU")
+    return {"device": "cuda" if device != "cpu" else "cpu", "name": name,
+            "precision": pick_precision(config.precision, device)}
+
+
 _Steps = namedtuple("_Steps", "fused grad apply grads_finite")
 
 

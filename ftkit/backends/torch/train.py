@@ -31,6 +31,13 @@ def pick_precision(precision, device):
     return precision
 
 
+def describe(config):
+    """Where a run with ``config`` trains: device, its name and the precision (see ftkit.device_info)."""
+    device = pick_device(config.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    return {"device": device.type, "name": name, "precision": pick_precision(config.precision, device)}
+
+
 class Trainer:
     """One model, one config: optimizer per-group LRs, steps, predictions and weight snapshots."""
 
