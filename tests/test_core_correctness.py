@@ -291,3 +291,15 @@ def test_tf_repeated_finetune_does_not_trace_again(digits_small):
     # what the trace bakes in (here label smoothing) traces anew
     ftkit.finetune(model, digits_small, epochs=1, label_smoothing=0.1, progress=False)
     assert trace_count(model) > progressive
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_full_run_after_a_partial_run_trains_the_groups_that_were_frozen(framework, digits_small):
+    """TF once collected each group's variables when its trainer was built, so groups frozen then never trained."""
+    model = mobilenet(framework)
+    ftkit.finetune(model, digits_small, strategy="partial", trainable_groups=1, epochs=1, progress=False)
+    stem = weights(model)
+    ftkit.finetune(model, digits_small, strategy="full", epochs=1, progress=False)
+    after = weights(model)
+    stem_keys = [k for k in stem if k.startswith(("Conv1", "body.0.0."))]   # the stem: Keras and torch names
+    assert stem_keys and any(not np.array_equal(stem[k], after[k]) for k in stem_keys)
