@@ -70,13 +70,17 @@ class FTModel:
         """The dropout rate before the head (None when the head has no dropout layer)."""
         return self.backend.models.dropout_rate(self.head_members)
 
-    def set_dropout(self, rate):
-        """Set the head's dropout rate; refused when the head has no dropout layer."""
+    def check_dropout(self, rate):
+        """Refuse ``rate`` when it is not in [0, 1) or the head has no dropout layer to take it."""
         if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate < 1:
             raise ConfigError(f"dropout={rate!r} must be in [0, 1)")
         if self.dropout is None:
             raise ConfigError(f"dropout={rate!r}: model {self.name!r} has no dropout layer in its head; "
                               "leave dropout=None, or add a Dropout layer to the head you wrap")
+
+    def set_dropout(self, rate):
+        """Set the head's dropout rate (checked by :meth:`check_dropout`)."""
+        self.check_dropout(rate)
         self.backend.models.set_dropout_rate(self.head_members, float(rate))
 
     def init_head(self, seed):

@@ -149,9 +149,8 @@ def check(model, data, config):
                             f"{model.num_classes} (labels must be 0..{model.num_classes - 1})")
     elif data.task != "regression":
         raise DataError(f"model {model.name!r} does regression but dataset {data.name!r} is {data.task}")
-    if config.dropout is not None and model.dropout is None:
-        raise ConfigError(f"dropout={config.dropout!r}: model {model.name!r} has no dropout layer in its head; "
-                          "leave dropout=None, or add a Dropout layer to the head you wrap")
+    if config.dropout is not None:
+        model.check_dropout(config.dropout)
     if config.strategy == "feature_extraction" and (model.body is None or model.head is None):
         raise ConfigError("strategy='feature_extraction' needs a model with a separate body and head; "
                           "use 'head_only' or wrap_model(..., body=..., head=...)")
