@@ -21,18 +21,19 @@ from .runs import load_run  # noqa: E402
 from .schedules import SCHEDULES, group_lrs, lr_curve  # noqa: E402
 from .strategies import STRATEGIES, suggest_strategy  # noqa: E402
 from .training import Callback, Run, device_info, evaluate, finetune, predict, session_runs  # noqa: E402
+from . import notebook  # noqa: E402
+from . import analysis  # noqa: E402
 
 __version__ = "0.1.0"
 
 
-def profile():
-    """'smoke' (tiny sizes, for CI on a CPU) or 'full', from the FTKIT_PROFILE environment variable."""
-    import os
-    value = os.environ.get("FTKIT_PROFILE", "full")
-    return value if value in ("smoke", "full") else "full"
+def profile(framework="torch"):
+    """The notebook profile: ``FTKIT_PROFILE`` when set (smoke, cpu or full), else ``full`` on a GPU
+    and ``cpu`` without one (see :mod:`ftkit.notebook`)."""
+    return notebook.profile(framework)
 
 __all__ = ["FineTuneConfig", "DATASETS", "Dataset", "Split", "load_dataset", "ConfigError", "DataError",
            "FtkitError", "OfflineError", "RunFolderError", "LRFinderResult", "lr_find", "MODELS", "OFFLINE_MODELS", "FTModel",
            "LayerGroup", "load_model", "wrap_model", "load_run", "SCHEDULES", "group_lrs", "lr_curve",
            "STRATEGIES", "suggest_strategy", "Callback", "Run", "device_info", "evaluate", "finetune", "predict",
-           "session_runs", "profile"]
+           "session_runs", "profile", "notebook", "analysis"]

@@ -11,7 +11,7 @@ from typing import Optional, Union
 
 from .errors import ConfigError, choose
 from .schedules import SCHEDULES
-from .strategies import STRATEGIES
+from .strategies import STRATEGIES, check_plan
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -27,6 +27,7 @@ class FineTuneConfig:
       ``gamma`` with "step" and "exponential"; ``min_lr_factor`` with "cosine"; ``cycle_steps`` with
       "cyclic"; ``div_factor`` with "cyclic" and "onecycle"; ``final_div_factor`` and ``pct_start``
       with "onecycle"; ``trainable_groups`` with "partial"; ``unfreeze_every`` with "progressive";
+      ``probe_epochs`` with "lp_ft"; ``plan`` with "plan" (and is refused with any other strategy);
       ``monitor`` with ``early_stopping`` (and which epoch counts as best when a run diverges).
     * ``channels_last`` is a PyTorch memory layout; TensorFlow is always channels-last (NHWC).
     * ``precision`` other than fp32 needs a GPU; on a CPU the run falls back to fp32 and says so
@@ -34,12 +35,15 @@ class FineTuneConfig:
     * ``progress`` shows a bar and changes nothing else.
     * ``dropout=None`` keeps the head's dropout rate from ``load_model(dropout=...)``; a number sets it.
     * ``loss_spike`` (off by default) stops a run when one step's loss exceeds that many times the
-      running mean of the previous steps (after 10 steps): it catches a blow-up before the weights explode.
+      run's first loss (during its first 10 steps) or the running mean of the previous steps (later):
+      it catches a blow-up before the weights explode.
     """
     # what trains
     strategy: str = "full"
     trainable_groups: int = 2          # partial: how many of the last groups train
     unfreeze_every: int = 1            # progressive: epochs between unfreezing the next group
+    probe_epochs: int = 1              # lp_ft: epochs that train the head alone before every group trains
+    plan: Optional[list] = None        # strategy="plan": per epoch, how many last groups train, or a mask
     # optimisation
     epochs: int = 3
     batch_size: int = 32
@@ -61,7 +65,7 @@ class FineTuneConfig:
     # regularization
     weight_decay: float = 0.01         # decoupled (AdamW-style); biases and norms excluded
     dropout: Optional[float] = None    # dropout before the head; None keeps the model's (load_model's dropout=)
-    l2sp: float = 0.0                  # strength of the pull toward the pre-trained weights
+    l2sp: float = 0.0                  # pull toward the weights the run starts from (pre-trained on a first run)
     label_smoothing: float = 0.0
     early_stopping: Optional[int] = None   # patience in epochs; best weights are restored
     monitor: str = "val_loss"
@@ -86,8 +90,19 @@ class FineTuneConfig:
         choose("precision", self.precision, PRECISIONS)
         choose("device", self.device, DEVICES)
         choose("monitor", self.monitor, MONITORS)
-        for name in ("epochs", "batch_size", "grad_accum", "unfreeze_every", "trainable_groups"):
+        for name in ("epochs", "batch_size", "grad_accum", "unfreeze_every", "trainable_groups", "probe_epochs"):
             _positive_int(name, getattr(self, name))
+        if self.strategy == "plan":
+            if self.plan is None:
+                raise ConfigError("strategy='plan' needs plan=[...]: for each epoch, how many of the last groups "
+                                  "train (e.g. [1, 1, 3, 5]) or a list of True/False per group")
+            check_plan(self.plan, self.epochs, n_groups)
+        elif self.plan is not None:
+            raise ConfigError(f"plan={self.plan!r} is used only with strategy='plan' (strategy={self.strategy!r}); "
+                              "set strategy='plan' or leave plan=None")
+        if self.strategy == "lp_ft" and self.probe_epochs >= self.epochs:
+            raise ConfigError(f"probe_epochs={self.probe_epochs} leaves no epoch for fine-tuning "
+                              f"(epochs={self.epochs}); lp_ft needs probe_epochs < epochs")
         _positive_float("lr", self.lr)
         if not isinstance(self.warmup_steps, int) or isinstance(self.warmup_steps, bool) or self.warmup_steps < 0:
             raise ConfigError(f"warmup_steps={self.warmup_steps!r} must be a whole number >= 0")
@@ -150,7 +165,10 @@ class FineTuneConfig:
         return self
 
     def to_dict(self):
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["plan"] is not None:   # JSON-friendly: lists, not tuples
+            d["plan"] = [e if isinstance(e, int) else list(e) for e in d["plan"]]
+        return d
 
     @classmethod
     def from_dict(cls, d):

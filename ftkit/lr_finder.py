@@ -13,7 +13,7 @@ import numpy as np
 
 from .config import FineTuneConfig
 from .schedules import group_lrs
-from .strategies import trainable_mask
+from .strategies import plan
 from .training import check
 
 
@@ -37,8 +37,8 @@ class LRFinderResult:
 def lr_find(model, data, config=None, *, start_lr=1e-7, end_lr=1.0, num_steps=60, smooth=0.9, diverge=4.0):
     """Run the LR range test on ``data.train``; returns lrs, losses and a suggested LR.
 
-    The suggestion is the LR of the steepest fall of the smoothed loss. With a
-    differential config each group keeps its ratio to the head's LR.
+    The suggestion is :func:`suggest_lr` of the recorded curve. With a differential config each
+    group keeps its ratio to the head's LR.
     """
     config = (config or FineTuneConfig()).replace(progress=False)
     check(model, data, config)
@@ -54,8 +54,7 @@ def lr_find(model, data, config=None, *, start_lr=1e-7, end_lr=1.0, num_steps=60
     with trainer.seeded():
         if model.fresh_head:   # as the run will: the new head starts from the seed
             model.init_head(config.seed)
-        trainer.set_trainable(trainable_mask(config.strategy, len(model.groups), 0,
-                                             trainable_groups=config.trainable_groups))
+        trainer.set_trainable(plan(config, len(model.groups))[0])   # what the run's first epoch trains
         try:
             _range_test(trainer, data, config, ratios, start_lr, mult, num_steps, smooth, diverge, lrs, losses)
         finally:
@@ -65,12 +64,20 @@ def lr_find(model, data, config=None, *, start_lr=1e-7, end_lr=1.0, num_steps=60
             model.backend.models.set_modes(model.native, saved_modes)
             if saved_dropout is not None:
                 model.set_dropout(saved_dropout)
-    if len(losses) < 3:
-        suggestion = lrs[0] if lrs else start_lr
-    else:
-        grads = np.gradient(np.asarray(losses), np.log(np.asarray(lrs)))
-        suggestion = float(lrs[int(np.argmin(grads[: max(1, len(grads) - 1)]))])
-    return LRFinderResult(lrs, losses, suggestion)
+    return LRFinderResult(lrs, losses, suggest_lr(lrs, losses) if lrs else start_lr)
+
+
+def suggest_lr(lrs, losses, skip_start=0.1):
+    """The LR where the smoothed loss falls fastest, looking only between the first ``skip_start``
+    of the points (a few raw, noisy losses: fastai skips them too) and the lowest loss (past it the
+    loss is already blowing up). With too few points there, a tenth of the LR of the lowest loss."""
+    lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
+    low = int(np.argmin(losses))
+    first = min(max(1, int(len(lrs) * skip_start)), low)
+    if low - first < 2:
+        return float(lrs[low] / 10)
+    grads = np.gradient(losses[first:low + 1], np.log(lrs[first:low + 1]))
+    return float(lrs[first + int(np.argmin(grads))])
 
 
 def _range_test(trainer, data, config, ratios, start_lr, mult, num_steps, smooth, diverge, lrs, losses):

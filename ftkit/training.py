@@ -14,8 +14,8 @@ import numpy as np
 
 from . import metrics as _metrics
 from .config import FineTuneConfig
-from .data import Dataset
-from .errors import ConfigError, DataError
+from .data import Dataset, Split
+from .errors import ConfigError, DataError, choose
 from .schedules import group_lrs, lr_factor, schedule_kwargs
 from .strategies import plan
 
@@ -207,6 +207,8 @@ def finetune(model, data, config=None, *, callbacks=(), name=None, **overrides):
     check(model, data, config)
     if config.dropout is not None:
         model.set_dropout(config.dropout)
+    if model.class_names is None and data.class_names and len(data.class_names) == model.num_classes:
+        model.class_names = list(data.class_names)
     run = Run(model, data.name, config, name=name)
     try:
         _fit(run, data, list(callbacks))
@@ -324,8 +326,9 @@ def _train_epoch(run, trainer, data, epoch, mask, callbacks):
                 run.message = f"loss became {loss} at step {step} (epoch {epoch + 1})"
                 return None
             if guard.spiked(loss):
+                what = "first loss" if guard.n < guard.warmup else "running mean"
                 run.message = (f"loss spiked to {loss:.4g} at step {step} (epoch {epoch + 1}), more than "
-                               f"loss_spike={config.loss_spike} times its running mean {guard.mean:.4g}")
+                               f"loss_spike={config.loss_spike} times its {what} {guard.reference:.4g}")
                 return None
             seen += len(batch[1])
             losses.append(loss)
@@ -365,23 +368,31 @@ def _validate(run, trainer, data, record):
 
 
 class _SpikeGuard:
-    """``config.loss_spike``: a step whose loss exceeds ``factor`` times the running mean of the
-    previous steps' losses (an exponential mean, checked from the 10th step of the run on) stops the run."""
+    """``config.loss_spike``: a step whose loss exceeds ``factor`` times a reference stops the run.
+
+    The reference is the run's first loss for the first ``warmup`` steps (an LR too high from the
+    start blows up at once), then the running (exponential) mean of the previous steps' losses.
+    """
 
     def __init__(self, factor, steps, warmup=10, decay=0.9):
         self.factor, self.warmup, self.decay = factor, warmup, decay
-        self.n, self.mean = 0, 0.0
+        self.n, self.mean, self.first = 0, 0.0, None
         for rec in steps:   # carry the mean across epochs
             self.add(rec["loss"])
 
     def add(self, loss):
+        self.first = loss if self.first is None else self.first
         self.mean = loss if self.n == 0 else self.decay * self.mean + (1 - self.decay) * loss
         self.n += 1
+
+    @property
+    def reference(self):
+        return self.first if self.n < self.warmup else self.mean
 
     def spiked(self, loss):
         if self.factor is None:
             return False
-        if self.n >= self.warmup and loss > self.factor * self.mean:
+        if self.n >= 1 and loss > self.factor * self.reference:
             return True
         self.add(loss)
         return False
@@ -410,19 +421,46 @@ def _progress(config, total, desc):
     return tqdm(total=total, desc=desc, leave=False)
 
 
-def predict(model, data, split="test", config=None):
-    """Scores of ``model`` on one split of ``data``: class probabilities (N, classes), or predictions
-    for regression (N,). The rows are in the split's order."""
-    return _predict(model, data, split, config)[1]
+def predict(model, data, split="test", config=None, *, head="new", batch_size=64):
+    """Scores of ``model``: class probabilities (N, classes), or predictions for regression (N,).
+
+    ``data`` is a Dataset (scores of its ``split``, rows in the split's order) or raw inputs: images
+    (N, H, W[, C]) in 0..255 or 0..1, one image (H, W[, C]), a list of images of any sizes (each is
+    resized by the model), or a list of texts. ``head="original"`` scores with the pre-trained
+    ImageNet classifier kept beside the new head (:attr:`FTModel.original_head`).
+    """
+    choose("head", head, ["new", "original"])
+    if head == "original" and model.original_head is None:
+        raise ConfigError(f"head='original': model {model.name!r} keeps no original head (only pre-trained "
+                          "image models loaded with a new num_classes do); use head='new'")
+    if isinstance(data, Dataset):
+        return _predict(model, data, split, config, head)[1]
+    config = config or FineTuneConfig(progress=False, batch_size=batch_size)
+    if isinstance(data, list) and data and not isinstance(data[0], str):   # images of different sizes
+        return np.concatenate([predict(model, _one_image(x), config=config, head=head) for x in data])
+    if model.modality == "image" and not isinstance(data, list):
+        data = _one_image(data)
+    y = np.zeros(len(data), dtype=np.float32 if model.task == "regression" else np.int64)
+    split = Split(data, y)   # checked (and put on the 0..255 scale) like any dataset's split
+    inputs = Dataset("inputs", {"train": split, "val": split, "test": split}, task=model.task,
+                     modality=model.modality)
+    return _predict(model, inputs, "test", config, head)[1]
 
 
-def _predict(model, data, split, config):
+def _one_image(x):
+    """An image batch: a single (H, W) or (H, W, 1|3) image gets a batch axis of 1."""
+    x = np.asarray(x)
+    single = x.ndim == 2 or (x.ndim == 3 and x.shape[-1] in (1, 3))
+    return x[None] if single else x
+
+
+def _predict(model, data, split, config, head="new"):
     """(mean loss, scores) of ``model`` on ``data.splits[split]``."""
-    if split not in ("train", "val", "test"):
-        raise ConfigError(f"split={split!r} is not valid; choose one of: train, val, test")
+    if split not in data.splits:
+        raise ConfigError(f"split={split!r} is not valid; choose one of: {', '.join(data.splits)}")
     trainer = model.backend.train.Trainer(model, config or FineTuneConfig(progress=False))
     trainer.set_trainable(model.trainable_mask())
-    return trainer.predict(data.splits[split])
+    return trainer.predict(data.splits[split], head=model.original_head if head == "original" else None)
 
 
 def device_info(framework="torch", config=None):

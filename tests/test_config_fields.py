@@ -120,6 +120,8 @@ EFFECTS = {
     "strategy": ({}, dict(strategy="head_only"), masks_differ),
     "trainable_groups": (dict(strategy="partial", trainable_groups=1), dict(trainable_groups=2), masks_differ),
     "unfreeze_every": (dict(strategy="progressive", unfreeze_every=1), dict(unfreeze_every=2), masks_differ),
+    "probe_epochs": (dict(strategy="lp_ft", epochs=3, probe_epochs=1), dict(probe_epochs=2), masks_differ),
+    "plan": (dict(strategy="plan", plan=[1, 3]), dict(plan=[[True, False, True], 3]), masks_differ),
     "epochs": (dict(epochs=1), dict(epochs=2), epoch_count_differs),
     "batch_size": ({}, dict(batch_size=8), step_count_differs),
     "optimizer": ({}, dict(optimizer="sgd"), losses_differ),

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 import torch
 
 import ftkit
@@ -53,3 +55,29 @@ def test_cli_doctor_reports_offline_resources():
     assert r.returncode == 0, r.stderr
     for word in ("torch", "tensorflow", "weights mobilenet_v2", "ok:", "fashion_mnist", "GPU"):
         assert word in r.stdout
+
+
+def test_suggestion_ignores_the_noisy_first_points_and_the_blow_up():
+    """A curve whose first two smoothed points fall steeply by noise, then a real descent, then a blow-up:
+    the suggestion is inside the real descent (the old rule chose the first LR)."""
+    from ftkit.lr_finder import suggest_lr
+    lrs = list(np.logspace(-7, 0, 60))
+    x = np.log10(lrs)
+    losses = list(2.3 - 1.5 / (1 + np.exp(-(x + 3) * 3)) + np.where(x > -1, (x + 1) * 20, 0))
+    losses[0], losses[1] = 3.5, 2.4     # the first, barely averaged losses: a steep "fall"
+    lr = suggest_lr(lrs, losses)
+    assert 1e-4 < lr < 1e-2, lr         # the descent is centred on 1e-3
+    assert lr < lrs[int(np.argmin(losses))]
+    # too few points before the lowest loss: a tenth of its LR
+    assert suggest_lr([1e-5, 1e-4, 1e-3], [1.0, 2.0, 9.0]) == pytest.approx(1e-6)
+
+
+def test_spike_guard_catches_a_loss_too_high_from_the_first_steps():
+    from ftkit.training import _SpikeGuard
+    guard = _SpikeGuard(5.0, [])
+    assert not guard.spiked(2.3)          # the first loss is the reference
+    assert guard.spiked(2.3 * 5 + 1)      # step 2: already far above it (an LR too high from the start)
+    calm = _SpikeGuard(5.0, [])
+    for loss in [2.3, 2.0, 1.8, 3.0, 2.5] * 4:
+        assert not calm.spiked(loss)
+    assert calm.spiked(50.0)              # later: against the running mean

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import ftkit
-from ftkit.strategies import trainable_mask
+from ftkit.strategies import plan
 
 pytest.importorskip("tensorflow")
 pytest.importorskip("keras_hub")
@@ -79,7 +79,7 @@ def test_frozen_groups_unchanged(mobilenet, digits_small, strategy):
                                augment=strategy != "feature_extraction")
     tr = model.backend.train.Trainer(model, cfg)
     epochs = 2 if strategy == "progressive" else 1
-    masks = [trainable_mask(strategy, len(model.groups), e, trainable_groups=2) for e in range(epochs)]
+    masks = plan(cfg.replace(epochs=epochs), len(model.groups))
     tr.set_trainable(masks[0])
     if strategy == "feature_extraction":
         tr.cache_features([digits_small.train, digits_small.val])

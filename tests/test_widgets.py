@@ -51,6 +51,23 @@ def test_controls_start_at_the_config_and_keep_other_fields():
         FineTunePanel.from_config({"lr": 1e-3}, load=False)
 
 
+def test_lp_ft_and_plan_strategies_in_the_panel():
+    p = FineTunePanel.from_config(ftkit.FineTuneConfig(strategy="lp_ft", epochs=4, probe_epochs=2), load=False)
+    assert p.probe_epochs.value == 2 and p.probe_epochs.layout.display is None
+    assert p.trainable_groups.layout.display == "none" and p.config.probe_epochs == 2
+    p.probe_epochs.value = 3
+    assert p.config.probe_epochs == 3
+    p.strategy.value = "full"
+    assert p.probe_epochs.layout.display == "none"
+    # a plan comes from code; it survives the round trip, and leaving strategy "plan" drops it
+    planned = ftkit.FineTuneConfig(strategy="plan", epochs=3, plan=[1, 1, 5])
+    p.set_config(planned)
+    assert p.config.plan == [1, 1, 5] and p.config.strategy == "plan"
+    p.strategy.value = "partial"
+    assert p.config.plan is None
+    p.config.validate(n_groups=5)
+
+
 def test_setting_controls_changes_the_config(panel):
     before = panel.preview.value
     panel.strategy.value = "progressive"

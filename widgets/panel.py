@@ -250,6 +250,9 @@ class FineTunePanel(widgets.VBox):
         self.unfreeze_every = W.IntSlider(min=1, max=10, value=1, description="unfreeze every (epochs)",
                                           style=_LABEL, continuous_update=False,
                                           tooltip="progressive: epochs between unfreezing the next group")
+        self.probe_epochs = W.IntSlider(min=1, max=10, value=1, description="probe epochs (head alone)",
+                                        style=_LABEL, continuous_update=False,
+                                        tooltip="lp_ft: epochs that train the head alone before every group trains")
 
         self.lr = W.FloatText(description="learning rate", style=_LABEL, layout=W.Layout(width="250px"),
                               tooltip="the head's learning rate; AdamW fine-tuning usually uses 1e-5 to 1e-3 "
@@ -332,7 +335,8 @@ class FineTunePanel(widgets.VBox):
             "framework": self.framework, "model": self.model_name, "dataset": self.dataset,
             "subset": self.subset, "image_size": self.image_size, "fresh_weights": self.fresh,
             "strategy": self.strategy, "trainable_groups": self.trainable_groups,
-            "unfreeze_every": self.unfreeze_every, "lr": self.lr, "differential": self.differential,
+            "unfreeze_every": self.unfreeze_every, "probe_epochs": self.probe_epochs, "lr": self.lr,
+            "differential": self.differential,
             "lr_ratio": self.lr_ratio, "optimizer": self.optimizer, "schedule": self.schedule,
             "warmup_steps": self.warmup_steps, "weight_decay": self.weight_decay, "dropout": self.dropout,
             "augment": self.augment, "epochs": self.epochs, "batch_size": self.batch_size,
@@ -386,8 +390,11 @@ class FineTunePanel(widgets.VBox):
                                                        layout=W.Layout(flex_flow="row wrap")),
                  self.fresh, self.load_button, self.model_info),
             page(e("trainable_groups", self.trainable_groups), e("unfreeze_every", self.unfreeze_every),
+                 e("probe_epochs", self.probe_epochs),
                  W.HTML("<small>The strategy is on the first screen; the layer map below the live view shows "
-                        "which groups train.</small>")),
+                        "which groups train. strategy 'plan' takes its per-epoch plan from code: "
+                        "<code>panel.set_config(config.replace(strategy='plan', plan=[1, 1, 5]))</code>."
+                        "</small>")),
             page(e("differential", self.differential), e("lr_ratio", self.lr_ratio), e("optimizer", self.optimizer),
                  e("schedule", self.schedule), self.schedule_help, e("warmup_steps", self.warmup_steps),
                  self.preview, self.lr_find_plot),
@@ -399,9 +406,9 @@ class FineTunePanel(widgets.VBox):
         tabs.add_class("ftkit-tabs")
         self.tabs = tabs
         self._tab_of = {"model": 0, "dataset": 0, "subset": 0, "image_size": 0, "fresh_weights": 0,
-                        "trainable_groups": 1, "unfreeze_every": 1, "differential": 2, "lr_ratio": 2,
-                        "optimizer": 2, "schedule": 2, "warmup_steps": 2, "weight_decay": 3, "dropout": 3,
-                        "augment": 3, "batch_size": 4, "precision": 4}
+                        "trainable_groups": 1, "unfreeze_every": 1, "probe_epochs": 1, "differential": 2,
+                        "lr_ratio": 2, "optimizer": 2, "schedule": 2, "warmup_steps": 2, "weight_decay": 3,
+                        "dropout": 3, "augment": 3, "batch_size": 4, "precision": 4}
         groups = W.VBox([W.HTML("<b>Layer groups</b> (click a block to freeze / unfreeze it)"), self.layermap])
         return [head, quick, buttons, self.status, self.live, groups, self.eval_view, self.code_view, tabs,
                 self.runboard]
@@ -412,7 +419,8 @@ class FineTunePanel(widgets.VBox):
         """The FineTuneConfig the controls describe now (not yet checked: Train checks it)."""
         return self._base.replace(
             strategy=self.strategy.value, trainable_groups=int(self.trainable_groups.value),
-            unfreeze_every=int(self.unfreeze_every.value), epochs=int(self.epochs.value),
+            unfreeze_every=int(self.unfreeze_every.value), probe_epochs=int(self.probe_epochs.value),
+            plan=self._base.plan if self.strategy.value == "plan" else None, epochs=int(self.epochs.value),
             batch_size=int(self.batch_size.value), optimizer=self.optimizer.value, lr=float(self.lr.value),
             lr_ratio=float(self.lr_ratio.value) if self.differential.value else None,
             schedule=self.schedule.value, warmup_steps=int(self.warmup_steps.value),
@@ -439,8 +447,10 @@ class FineTunePanel(widgets.VBox):
                 self.batch_size.options = sorted(set(self.batch_size.options) | {c.batch_size})
             self.trainable_groups.max = max(self.trainable_groups.max, c.trainable_groups)
             self.unfreeze_every.max = max(self.unfreeze_every.max, c.unfreeze_every)
+            self.probe_epochs.max = max(self.probe_epochs.max, c.probe_epochs)
             values = dict(strategy=c.strategy, trainable_groups=c.trainable_groups,
-                          unfreeze_every=c.unfreeze_every, epochs=c.epochs, batch_size=c.batch_size,
+                          unfreeze_every=c.unfreeze_every, probe_epochs=c.probe_epochs, epochs=c.epochs,
+                          batch_size=c.batch_size,
                           optimizer=c.optimizer, lr=c.lr, differential=c.lr_ratio is not None,
                           schedule=c.schedule, warmup_steps=c.warmup_steps, weight_decay=c.weight_decay,
                           dropout=0.2 if c.dropout is None else c.dropout, augment=c.augment,
@@ -494,6 +504,7 @@ class FineTunePanel(widgets.VBox):
         c = self.config
         self.trainable_groups.layout.display = None if c.strategy == "partial" else "none"
         self.unfreeze_every.layout.display = None if c.strategy == "progressive" else "none"
+        self.probe_epochs.layout.display = None if c.strategy == "lp_ft" else "none"
         self.lr_ratio.disabled = self.busy or not self.differential.value
         n = self._examples_per_class()
         suggested = ftkit.suggest_strategy(n, c.augment)

@@ -151,17 +151,20 @@ def _mobilenet_v2(num_classes, dropout, pretrained, image_size):
     body = _torchvision_layout_mobilenet(image_size)
     head = _head(1280, 1000, 0.2) if num_classes is None else _head(1280, num_classes, dropout)
     native = _assemble(body, head, image_size)
-    source = "random initialisation (pretrained=False)"
+    source, original = "random initialisation (pretrained=False)", None
     if pretrained:
         sd, source = _mobilenet_state_dict()
-        _port_mobilenet(body, head.layers[-1] if num_classes is None else None, sd)
+        if num_classes is not None:   # the ImageNet classifier, kept beside the new head (never trained)
+            original = _head(1280, 1000, 0.2, name="imagenet_head")
+            original.trainable = False
+        _port_mobilenet(body, (head if num_classes is None else original).layers[-1], sd)
     stem = _by_prefix(body, ["Conv1", "bn_Conv1", "expanded_conv_"])   # Conv1_pad, Conv1, Conv1_relu, ...
     blocks = [_by_prefix(body, [f"block_{i}_" for i in rng]) for rng in (range(1, 6), range(6, 13), range(13, 17))]
     blocks[-1] += [body.get_layer(n) for n in ("Conv_1", "Conv_1_bn", "out_relu")] + \
         [l for l in body.layers if isinstance(l, keras.layers.GlobalAveragePooling2D)]
     groups = [("stem", stem), ("blocks_2_6", blocks[0]), ("blocks_7_13", blocks[1]), ("blocks_14_18", blocks[2]),
               ("head", list(head.layers))]
-    return native, body, head, groups, _image_spec(image_size), source
+    return native, body, head, groups, _image_spec(image_size), source, original
 
 
 # -------------------------------------------------------------------------------------- online image models
@@ -194,18 +197,18 @@ def _keras_applications_online(name, num_classes, dropout, image_size):
                   ("blocks_6_8", _by_prefix(base, ["block6", "block7", "top_"]))]
         width = 1280
     body = keras.Model(inputs, base(x), name=f"{name}_body")
-    if num_classes is None:
-        head = _head(width, 1000, 0.0)
-        keras_top = (keras.applications.ResNet50 if name == "resnet50" else keras.applications.EfficientNetB0)(
-            weights="imagenet", include_top=True)
-        top = keras_top.get_layer("predictions")
-        head.layers[-1].set_weights(top.get_weights())
-    else:
-        head = _head(width, num_classes, dropout)
+    # the ImageNet classifier: the head itself (num_classes=None), or kept beside the new head, never trained
+    imagenet = _head(width, 1000, 0.0, name="head" if num_classes is None else "imagenet_head")
+    keras_top = (keras.applications.ResNet50 if name == "resnet50" else keras.applications.EfficientNetB0)(
+        weights="imagenet", include_top=True)
+    imagenet.layers[-1].set_weights(keras_top.get_layer("predictions").get_weights())
+    head, original = (imagenet, None) if num_classes is None else (_head(width, num_classes, dropout), imagenet)
+    if original is not None:
+        original.trainable = False
     native = _assemble(body, head, image_size)
     groups = [("stem", stem), *blocks, ("head", list(head.layers))]
     return native, body, head, groups, _image_spec(image_size, [0.0] * 3, [1.0] * 3), \
-        f"keras.applications download ({name}, Keras' ImageNet weights)"
+        f"keras.applications download ({name}, Keras' ImageNet weights)", original
 
 
 # --------------------------------------------------------------------------------------------- text models
@@ -265,7 +268,7 @@ def _bert(name, num_classes, dropout, pretrained, max_length):
         from huggingface_hub import hf_hub_download
         tokenizer, source = hf_hub_download(name, "tokenizer.json"), "keras-hub download (bert_base_en_uncased)"
     spec = {"modality": "text", "tokenizer": tokenizer, "max_length": max_length}
-    return native, body, head, groups, spec, source
+    return native, body, head, groups, spec, source, None
 
 
 # ------------------------------------------------------------------------------------------------- public
@@ -280,8 +283,9 @@ def build(name, num_classes, *, dropout=0.2, pretrained=True, image_size=96, max
         parts = _bert(name, num_classes, dropout, pretrained, max_length)
     else:
         raise ConfigError(f"model {name!r} has no TensorFlow builder")
-    native, body, head, groups, spec, source = parts
-    return {"native": native, "body": body, "head": head, "groups": groups, "input_spec": spec, "source": source}
+    native, body, head, groups, spec, source, original = parts
+    return {"native": native, "body": body, "head": head, "groups": groups, "input_spec": spec, "source": source,
+            "original_head": original}
 
 
 def wrap(native, groups, body=None, head=None):

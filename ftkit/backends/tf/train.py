@@ -202,10 +202,12 @@ def trace_count(model):
     return sum(rt.counter["traces"] for k, rt in model.runtime.items() if k[0] == "tf")
 
 
-def _forward(model, x, *, train, features, augment=False, seed=None):
+def _forward(model, x, *, train, features, augment=False, seed=None, head=None):
     if features:
-        return model.head(x, training=train)
+        return (head or model.head)(x, training=train)
     x = tdata.prepare(model, x, train=train, augment=train and augment, seed=seed)
+    if head is not None:   # another head on the same body (the original ImageNet classifier)
+        return head(model.body(x, training=train), training=train)
     return model.native(x, training=train)
 
 
@@ -492,20 +494,23 @@ class Trainer:
             for a in accs:
                 a.assign(tf.zeros_like(a))
 
-    def predict(self, split):
-        """Mean loss and scores (class probabilities, or predictions for regression) over a split."""
+    def predict(self, split, head=None):
+        """Mean loss and scores (class probabilities, or predictions for regression) over a split.
+
+        ``head`` replaces the model's head (the original ImageNet classifier, see FTModel.original_head)."""
         model, features = self.model, self.features is not None
         task, smoothing = model.task, self.config.label_smoothing
 
         def make():
             def forward(x, y):
-                logits = tf.cast(_forward(model, x, train=False, features=features), tf.float32)
+                logits = tf.cast(_forward(model, x, train=False, features=features, head=head), tf.float32)
                 out = tf.squeeze(logits, -1) if task == "regression" else tf.nn.softmax(logits, -1)
                 return _per_sample_loss(task, smoothing, logits, y), out
             return _Traced(forward, self.rt.counter)
 
         # training=False: independent of the mask and of dropout
-        forward, _ = self.rt.get(("predict", features, task, smoothing, self.precision), make)
+        key = ("predict", features, task, smoothing, self.precision, None if head is None else id(head))
+        forward, _ = self.rt.get(key, make)
         losses, scores = [], []
         with tf.device(self._tf_device):
             for x, y in self.batches(split):

@@ -57,7 +57,15 @@ def _mobilenet_v2(num_classes, dropout, pretrained, image_size):
     head = net.classifier if num_classes is None else _head(1280, num_classes, dropout)
     groups = [("stem", [f[0], f[1]]), ("blocks_2_6", list(f[2:7])), ("blocks_7_13", list(f[7:14])),
               ("blocks_14_18", list(f[14:19])), ("head", [head])]
-    return FTNet(body, head), groups, _image_spec(image_size), source
+    original = _original_head(net.classifier, num_classes, pretrained)
+    return FTNet(body, head), groups, _image_spec(image_size), source, original
+
+
+def _original_head(classifier, num_classes, pretrained):
+    """The ImageNet classifier kept beside a new head, frozen and in eval mode (None when not needed)."""
+    if num_classes is None or not pretrained:
+        return None
+    return classifier.requires_grad_(False).eval()
 
 
 def _torchvision_online(name, num_classes, dropout, image_size):
@@ -79,7 +87,8 @@ def _torchvision_online(name, num_classes, dropout, image_size):
         width, old = 1280, net.classifier
     head = old if num_classes is None else _head(width, num_classes, dropout)
     groups = [("stem", stem), *blocks, ("head", [head])]
-    return FTNet(body, head), groups, _image_spec(image_size), f"torchvision download ({name})"
+    return (FTNet(body, head), groups, _image_spec(image_size), f"torchvision download ({name})",
+            _original_head(old, num_classes, True))
 
 
 def _bert(name, num_classes, dropout, pretrained, max_length):
@@ -109,16 +118,17 @@ def _bert(name, num_classes, dropout, pretrained, max_length):
 
 def build(name, num_classes, *, dropout=0.2, pretrained=True, image_size=96, max_length=64):
     """Build ``name`` with a new head; returns the parts an FTModel holds."""
+    original = None
     if name == "mobilenet_v2":
-        native, groups, spec, source = _mobilenet_v2(num_classes, dropout, pretrained, image_size)
+        native, groups, spec, source, original = _mobilenet_v2(num_classes, dropout, pretrained, image_size)
     elif name in ("resnet50", "efficientnet_b0"):
-        native, groups, spec, source = _torchvision_online(name, num_classes, dropout, image_size)
+        native, groups, spec, source, original = _torchvision_online(name, num_classes, dropout, image_size)
     elif name in ("minilm", "bert-base-uncased"):
         native, groups, spec, source = _bert(name, num_classes, dropout, pretrained, max_length)
     else:
         raise ConfigError(f"model {name!r} has no PyTorch builder")
     return {"native": native, "body": native.body, "head": native.head, "groups": groups, "input_spec": spec,
-            "source": source}
+            "source": source, "original_head": original}
 
 
 def wrap(native, groups, body=None, head=None):

@@ -59,7 +59,7 @@ class Trainer:
         self.features = None  # cached body features (feature_extraction)
         self._cache = {}
         self._pretrained = None
-        if config.l2sp > 0:  # anchor: the pre-trained weights of every group but the head
+        if config.l2sp > 0:  # anchor: the weights this run starts from (pre-trained on a first run), but the head
             self._pretrained = [(p, p.detach().clone()) for g in model.groups[:-1] for m in g.members
                                 for p in m.parameters()]
         self._correct, self._seen = 0, 0  # training accuracy counters (see train_metrics)
@@ -155,12 +155,12 @@ class Trainer:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
-    def _forward(self, x, train):
+    def _forward(self, x, train, head=None):
         if self.features is not None:
-            return self.model.head(x)
+            return (head or self.model.head)(x)
         x = tdata.prepare(self.model, x, train=train, augment=train and self.config.augment,
                           channels_last=self.channels_last)
-        return self.net(x)
+        return self.net(x) if head is None else head(self.model.body(x))
 
     def _loss(self, logits, y):
         if self.model.task == "regression":
@@ -217,13 +217,17 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
     @torch.no_grad()
-    def predict(self, split):
-        """Mean loss and scores (class probabilities, or predictions for regression) over a split."""
+    def predict(self, split, head=None):
+        """Mean loss and scores (class probabilities, or predictions for regression) over a split.
+
+        ``head`` replaces the model's head (the original ImageNet classifier, see FTModel.original_head)."""
         self._eval_mode()
+        if head is not None:
+            head.to(self.device).eval()
         losses, scores = [], []
         for x, y in self.batches(split):
             with self._autocast():
-                logits = self._forward(x, train=False)
+                logits = self._forward(x, train=False, head=head)
             losses.append(self._loss(logits, y).float().cpu())
             out = logits.float().squeeze(-1) if self.model.task == "regression" else logits.float().softmax(-1)
             scores.append(out.cpu())
