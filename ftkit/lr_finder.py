@@ -70,12 +70,13 @@ def lr_find(model, data, config=None, *, start_lr=1e-7, end_lr=1.0, num_steps=60
 def suggest_lr(lrs, losses, skip_start=0.1):
     """The LR where the smoothed loss falls fastest, looking only between the first ``skip_start``
     of the points (a few raw, noisy losses: fastai skips them too) and the lowest loss (past it the
-    loss is already blowing up). With too few points there, a tenth of the LR of the lowest loss."""
+    loss is already blowing up). With too few points there, a tenth of the LR of the lowest loss
+    (never below the first LR tried)."""
     lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
     low = int(np.argmin(losses))
     first = min(max(1, int(len(lrs) * skip_start)), low)
     if low - first < 2:
-        return float(lrs[low] / 10)
+        return float(max(lrs[0], lrs[low] / 10))
     grads = np.gradient(losses[first:low + 1], np.log(lrs[first:low + 1]))
     return float(lrs[first + int(np.argmin(grads))])
 

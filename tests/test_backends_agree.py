@@ -86,3 +86,20 @@ def test_regression_with_a_wrapped_model_in_both(framework):
     m = ftkit.evaluate(model, data, "test")
     assert set(m) >= {"mse", "rmse", "mae", "r2"} and m["r2"] > 0.3, m
     assert run.history["epochs"][-1]["val_mse"] < run.history["epochs"][0]["val_mse"]
+
+
+def test_a_new_head_starts_alike_in_both_frameworks(models, digits_small):
+    """Same initialisation rule for the new head (torch's nn.Linear default: uniform in +-1/sqrt(fan_in),
+    bias included), so the first losses agree; Keras' Glorot kernel and zero bias started TF higher."""
+    import numpy as np
+    spread = {}
+    for fw, m in models.items():
+        m.init_head(0)
+        w = ftkit.analysis.snapshot(m)["head"]           # [kernel or weight, bias]
+        kernel, bias = (np.abs(a).ravel() for a in w)
+        spread[fw] = (kernel.max(), kernel.std(), bias.max())
+        assert kernel.max() <= 1 / np.sqrt(1280) + 1e-7 and bias.max() > 0, fw
+    (tk, ts, tb), (kk, ks, kb) = spread["torch"], spread["tf"]
+    assert 0.9 < ks / ts < 1.1 and 0.8 < kb / tb <= 1.25, spread
+    losses = {fw: ftkit.evaluate(m, digits_small, "val")["loss"] for fw, m in models.items()}
+    assert abs(losses["torch"] - losses["tf"]) < 0.15, losses

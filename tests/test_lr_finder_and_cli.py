@@ -69,7 +69,8 @@ def test_suggestion_ignores_the_noisy_first_points_and_the_blow_up():
     assert 1e-4 < lr < 1e-2, lr         # the descent is centred on 1e-3
     assert lr < lrs[int(np.argmin(losses))]
     # too few points before the lowest loss: a tenth of its LR
-    assert suggest_lr([1e-5, 1e-4, 1e-3], [1.0, 2.0, 9.0]) == pytest.approx(1e-6)
+    assert suggest_lr([1e-6, 1e-5, 1e-4, 1e-3], [2.0, 1.0, 2.0, 9.0]) == pytest.approx(1e-6)
+    assert suggest_lr([1e-5, 1e-4, 1e-3], [1.0, 2.0, 9.0]) == pytest.approx(1e-5)   # never below the range
 
 
 def test_spike_guard_catches_a_loss_too_high_from_the_first_steps():

@@ -25,9 +25,17 @@ def _image_spec(image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD):
 
 
 def _head(in_features, num_classes, dropout, name="head"):
-    """Dropout + Dense, logits (no softmax), as a small Sequential whose layers form the "head" group."""
+    """Dropout + Dense, logits (no softmax), as a small Sequential whose layers form the "head" group.
+
+    The Dense layer starts as torch's ``nn.Linear`` does (kernel and bias uniform in +-1/sqrt(fan_in)),
+    not with Keras' Glorot kernel and zero bias: a new head then starts alike in both frameworks
+    (Glorot's 2.5x wider kernel made the first TensorFlow losses higher and head-only runs slower).
+    """
+    limit = 1.0 / float(np.sqrt(in_features))
+    init = keras.initializers.RandomUniform(-limit, limit)
     head = keras.Sequential([keras.layers.Dropout(dropout, name=f"{name}_dropout"),
-                             keras.layers.Dense(num_classes, name=f"{name}_dense")], name=name)
+                             keras.layers.Dense(num_classes, kernel_initializer=init, bias_initializer=init,
+                                                name=f"{name}_dense")], name=name)
     head.build((None, in_features))
     return head
 
