@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from .data import Dataset, Split, check_images
+from .data import Split, check_images, checked_inputs
 from .errors import ConfigError, DataError
 
 
@@ -72,8 +72,7 @@ def group_features(model, images, batch_size=64):
         raise ConfigError(f"batch_size={batch_size!r} must be a whole number >= 1")
     x = np.asarray(images.x if isinstance(images, Split) else images)
     check_images(x, "group_features: images")
-    split = Split(x, np.zeros(len(x), np.int64))
-    x = Dataset("images", {"train": split, "val": split, "test": split}).test.x   # checked, on the 0..255 scale
+    x = checked_inputs(x, name="images").test.x   # checked, on the 0..255 scale
     outs = _backend(model).group_features(model, x, batch_size)
     return dict(zip(model.group_names, outs))
 

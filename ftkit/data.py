@@ -380,6 +380,13 @@ def _inside(a, lo, hi, bounds, where, what):
         raise DataError(f"{where}{_at(idx)} is {_shown(a[idx])}, outside {low}..{high}; {what}")
 
 
+def checked_inputs(x, *, task="classification", modality="image", name="inputs"):
+    """Raw inputs (no labels) as a Dataset whose train, val and test are one Split: checked and put on the
+    0..255 scale like any dataset's, with placeholder labels. Prediction and analysis read ``.test``."""
+    split = Split(x, np.zeros(len(x), dtype=np.float32 if task == "regression" else np.int64))
+    return Dataset(name, {"train": split, "val": split, "test": split}, task=task, modality=modality)
+
+
 def stratified_splits(x, y, fractions=(0.7, 0.15, 0.15), seed=0):
     """Split ``(x, y)`` into train/val/test with the same class balance, reproducibly."""
     from sklearn.model_selection import train_test_split

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import metrics as _metrics
 from .config import FineTuneConfig
-from .data import Dataset, Split
+from .data import Dataset, checked_inputs
 from .errors import ConfigError, DataError, choose
 from .schedules import group_lrs, lr_factor, schedule_kwargs
 from .strategies import plan
@@ -440,10 +440,7 @@ def predict(model, data, split="test", config=None, *, head="new", batch_size=64
         return np.concatenate([predict(model, _one_image(x), config=config, head=head) for x in data])
     if model.modality == "image" and not isinstance(data, list):
         data = _one_image(data)
-    y = np.zeros(len(data), dtype=np.float32 if model.task == "regression" else np.int64)
-    split = Split(data, y)   # checked (and put on the 0..255 scale) like any dataset's split
-    inputs = Dataset("inputs", {"train": split, "val": split, "test": split}, task=model.task,
-                     modality=model.modality)
+    inputs = checked_inputs(data, task=model.task, modality=model.modality)
     return _predict(model, inputs, "test", config, head)[1]
 
 
