@@ -23,27 +23,32 @@ def _backend(model):
     return importlib.import_module(f"{model.backend.__name__}.analysis")
 
 
-def snapshot(model):
+def snapshot(model, statistics=False):
     """A copy of each group's weights: ``{group name: [NumPy arrays]}``, groups and tensors in model order.
 
     The weights are the ones training changes: torch's parameters; Keras' weights without
     BatchNorm's moving mean and variance (statistics, like torch's buffers). So both frameworks
     hold the same tensors in each group (Keras lays conv kernels out differently: HWIO, not OIHW).
+    ``statistics=True`` adds the statistics (torch's buffers, Keras' moving mean and variance):
+    use it to check that a frozen part was left *exactly* as it was, BatchNorm included.
 
     A new head (``model.fresh_head``) is initialised by the model's first run from the run's seed:
     call ``model.init_head(seed)`` with that seed before the snapshot if the head's change matters.
     """
+    if not isinstance(statistics, bool):
+        raise ConfigError(f"statistics={statistics!r} must be True or False")
     weights = _backend(model).group_weights
-    return {g.name: weights(g.members) for g in model.groups}
+    return {g.name: weights(g.members, statistics) for g in model.groups}
 
 
-def weight_change(model, before):
+def weight_change(model, before, statistics=False):
     """How far each group's weights moved since ``before`` (a :func:`snapshot` of this model):
     ``{group: ||W - W0|| / ||W0||}``, W being all the group's tensors together (one Frobenius norm).
 
-    0 means untouched; 0.1 means the weights moved by a tenth of their size.
+    0 means untouched, bit for bit; 0.1 means the weights moved by a tenth of their size.
+    ``statistics``: as given to :func:`snapshot` for ``before``.
     """
-    now = snapshot(model)
+    now = snapshot(model, statistics)
     if set(before) != set(now):
         raise ConfigError(f"before has groups {sorted(before)}; the model has {list(now)}: give snapshot(model) "
                           "of this model")
@@ -51,7 +56,8 @@ def weight_change(model, before):
     for name, ws in now.items():
         w0 = before[name]
         if [np.shape(a) for a in w0] != [a.shape for a in ws]:
-            raise ConfigError(f"group {name!r}: the snapshot's tensors do not have this model's shapes")
+            raise ConfigError(f"group {name!r}: the snapshot's tensors do not have this model's shapes "
+                              f"(was it taken with statistics={not statistics}?)")
         diff = math.sqrt(sum(float(np.sum((a.astype(np.float64) - b) ** 2)) for a, b in zip(ws, w0)))
         size = math.sqrt(sum(float(np.sum(np.asarray(b, np.float64) ** 2)) for b in w0))
         out[name] = diff / size if size > 0 else (0.0 if diff == 0 else math.inf)

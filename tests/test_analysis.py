@@ -120,6 +120,32 @@ def test_weight_change_is_zero_where_frozen_and_positive_where_trained(framework
         analysis.weight_change(model, {"stem": before["stem"]})
 
 
+@pytest.mark.parametrize("framework", ["torch", "tf"])
+def test_snapshot_with_statistics_sees_batchnorm_statistics(framework):
+    """statistics=True adds BatchNorm's running statistics, which the plain snapshot leaves out."""
+    model = ftkit.load_model("mobilenet_v2", framework=framework, image_size=32, verbose=False)
+    plain, full = analysis.snapshot(model), analysis.snapshot(model, statistics=True)
+    assert all(len(full[g]) > len(plain[g]) for g in GROUPS[:4]) and len(full["head"]) == len(plain["head"])
+    if framework == "torch":
+        import torch
+        bn = next(s for m in model.groups[0].members for s in m.modules() if isinstance(s, torch.nn.BatchNorm2d))
+        with torch.no_grad():
+            bn.running_mean += 0.5
+    else:
+        import keras
+        from ftkit.backends.tf.models import sublayers
+        bn = next(s for m in model.groups[0].members for s in sublayers(m)
+                  if isinstance(s, keras.layers.BatchNormalization))
+        bn.moving_mean.assign(bn.moving_mean + 0.5)
+    assert analysis.weight_change(model, plain)["stem"] == 0.0
+    change = analysis.weight_change(model, full, statistics=True)
+    assert change["stem"] > 0 and [change[g] for g in GROUPS[1:]] == [0.0] * 4, change
+    with pytest.raises(ftkit.ConfigError, match="statistics"):
+        analysis.weight_change(model, full)
+    with pytest.raises(ftkit.ConfigError, match="statistics"):
+        analysis.snapshot(model, statistics="yes")
+
+
 def _tiny_convnet(framework):
     """A user's own small convnet on 8x8 grey images, wrapped with two groups."""
     if framework == "torch":

@@ -10,11 +10,12 @@ tf = _frameworks.tensorflow()
 import keras  # noqa: E402  (after _frameworks.tensorflow(), which sets KERAS_BACKEND)
 
 
-def group_weights(members):
+def group_weights(members, statistics=False):
     """Copies of the weights of ``members`` (each once, in layer order) as NumPy arrays, without
-    BatchNorm's moving mean and variance: the tensors torch holds as parameters."""
-    stats = {id(w) for m in members for sub in sublayers(m) if isinstance(sub, keras.layers.BatchNormalization)
-             for w in (sub.moving_mean, sub.moving_variance)}
+    BatchNorm's moving mean and variance (the tensors torch holds as parameters) unless ``statistics``."""
+    stats = set() if statistics else {
+        id(w) for m in members for sub in sublayers(m) if isinstance(sub, keras.layers.BatchNormalization)
+        for w in (sub.moving_mean, sub.moving_variance)}
     seen, out = set(stats), []
     for m in members:
         for w in m.weights:

@@ -8,11 +8,13 @@ from . import data as tdata
 from .models import modes, set_modes
 
 
-def group_weights(members):
-    """Copies of the parameters of ``members`` (each once, in module order) as NumPy arrays."""
+def group_weights(members, statistics=False):
+    """Copies of the parameters of ``members`` (each once, in module order) as NumPy arrays;
+    with ``statistics``, their buffers too (BatchNorm's running mean and variance, batch count)."""
     seen, out = set(), []
     for m in members:
-        for p in m.parameters():
+        tensors = list(m.parameters()) + (list(m.buffers()) if statistics else [])
+        for p in tensors:
             if id(p) not in seen:
                 seen.add(id(p))
                 out.append(p.detach().float().cpu().numpy().copy())
