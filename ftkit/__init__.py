@@ -23,6 +23,14 @@ from .strategies import STRATEGIES, suggest_strategy  # noqa: E402
 from .training import Callback, Run, device_info, evaluate, finetune, predict, session_runs  # noqa: E402
 from . import notebook  # noqa: E402
 from . import analysis  # noqa: E402
+from . import augment  # noqa: E402
+from .augment import augment_examples  # noqa: E402
+from . import peft  # noqa: E402
+from . import sampling  # noqa: E402
+from .sampling import difficulty  # noqa: E402
+from .active import ActiveLearningResult, active_learning  # noqa: E402
+from . import metrics  # noqa: E402
+from . import efficiency  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -36,4 +44,6 @@ __all__ = ["FineTuneConfig", "DATASETS", "Dataset", "Split", "load_dataset", "Co
            "FtkitError", "OfflineError", "RunFolderError", "LRFinderResult", "lr_find", "MODELS", "OFFLINE_MODELS", "FTModel",
            "LayerGroup", "load_model", "wrap_model", "load_run", "SCHEDULES", "group_lrs", "lr_curve",
            "STRATEGIES", "suggest_strategy", "Callback", "Run", "device_info", "evaluate", "finetune", "predict",
-           "session_runs", "profile", "notebook", "analysis"]
+           "session_runs", "profile", "notebook", "analysis", "sampling", "difficulty", "ActiveLearningResult",
+           "active_learning", "peft", "augment", "augment_examples", "metrics",
+           "efficiency"]

@@ -27,10 +27,17 @@ def _config_args(parser):
 
 
 def _parse_value(text):
+    """A flag's text as a value: None, a list ("1e-5,1e-4": numbers; "query,value": names), a number or text."""
     if text.lower() == "none":
         return None
+    if text.lower() in ("true", "false"):   # --augment true|false|standard|...
+        return text.lower() == "true"
     if "," in text:
-        return [float(t) for t in text.split(",")]
+        items = [t.strip() for t in text.split(",")]
+        try:
+            return [float(t) for t in items]
+        except ValueError:
+            return items
     for cast in (int, float):
         try:
             return cast(text)
@@ -46,6 +53,8 @@ def _config_from(args):
         if value is None:
             continue
         changes[f.name] = value if isinstance(value, bool) else _parse_value(value)
+        if f.name == "lora_targets" and value.lower() != "none":   # layer names, even one, even "0.1"
+            changes[f.name] = [t.strip() for t in value.split(",")]
     if isinstance(changes.get("lr"), int):
         changes["lr"] = float(changes["lr"])
     return FineTuneConfig(**changes)
@@ -60,6 +69,9 @@ def cmd_finetune(args):
     model = ftkit.load_model(args.model, framework=args.framework, num_classes=data.num_classes,
                              image_size=args.image_size)
     print(f"ftkit: {data}")
+    if config.sampler == "curriculum":   # easy first: score each training example with the pre-trained model
+        data = data.with_difficulty(ftkit.difficulty(model, data, seed=config.seed))
+        print("ftkit: difficulty of each training example scored by a linear probe on the pre-trained features")
 
     class Printer(ftkit.Callback):
         def on_epoch_end(self, run, r):

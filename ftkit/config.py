@@ -9,11 +9,14 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Union
 
+from . import augment as _augment
 from .errors import ConfigError, choose
 from .schedules import SCHEDULES
 from .strategies import STRATEGIES, check_plan
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
+PEFTS = (None, "lora", "bitfit")
+SAMPLERS = ("shuffle", "balanced", "curriculum")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 MONITORS = ("val_loss", "val_accuracy")
@@ -33,10 +36,21 @@ class FineTuneConfig:
     * ``precision`` other than fp32 needs a GPU; on a CPU the run falls back to fp32 and says so
       (``Run.notes``, ``Run.precision``).
     * ``progress`` shows a bar and changes nothing else.
+    * ``peft`` ("lora" or "bitfit", see :mod:`ftkit.peft`) changes what trains inside the groups the
+      strategy trains; ``lora_rank``, ``lora_alpha`` and ``lora_targets`` act only with ``peft="lora"``
+      (``lora_targets`` is refused without it). ``l2sp`` then pulls what trains (adapters, biases) toward
+      its values at the start of the run; weight decay applies to the adapters, never to biases.
+    * ``sampler`` (see :mod:`ftkit.sampling`) keeps the steps per epoch; ``curriculum_start`` acts only with
+      ``sampler="curriculum"``, which needs difficulty scores (``data.with_difficulty(ftkit.difficulty(...))``).
+      ``sampler="balanced"`` with ``class_weights="balanced"`` is refused (it would count the imbalance
+      twice); with a list of class weights, the weights act on top of the equal class frequencies.
     * ``dropout=None`` keeps the head's dropout rate from ``load_model(dropout=...)``; a number sets it.
     * ``loss_spike`` (off by default) stops a run when one step's loss exceeds that many times the
       run's first loss (during its first 10 steps) or the running mean of the previous steps (later):
       it catches a blow-up before the weights explode.
+    * ``grad_checkpointing`` recomputes the activations of the body groups that train in the backward
+      pass (same gradients, less memory, more time; see :mod:`ftkit.checkpointing`). It is refused when
+      no body group trains in any epoch, and in TensorFlow for the keras-hub text models.
     """
     # what trains
     strategy: str = "full"
@@ -44,6 +58,10 @@ class FineTuneConfig:
     unfreeze_every: int = 1            # progressive: epochs between unfreezing the next group
     probe_epochs: int = 1              # lp_ft: epochs that train the head alone before every group trains
     plan: Optional[list] = None        # strategy="plan": per epoch, how many last groups train, or a mask
+    peft: Optional[str] = None         # None; "lora" (low-rank adapters) or "bitfit" (biases) in the trained groups
+    lora_rank: int = 8                 # peft="lora": rank r of each adapter B @ A
+    lora_alpha: float = 16.0           # peft="lora": the adapter's output is scaled by lora_alpha / lora_rank
+    lora_targets: Optional[list] = None    # peft="lora": names of the layers to adapt; None: the model's default
     # optimisation
     epochs: int = 3
     batch_size: int = 32
@@ -69,11 +87,15 @@ class FineTuneConfig:
     label_smoothing: float = 0.0
     early_stopping: Optional[int] = None   # patience in epochs; best weights are restored
     monitor: str = "val_loss"
-    augment: bool = False
+    augment: Union[bool, str] = False  # False; True (= "flip_shift") or a policy of ftkit.augment.POLICIES
     class_weights: Union[None, str, list] = None   # None, "balanced" or one weight per class
+    # data order
+    sampler: str = "shuffle"           # "shuffle", "balanced" (classes equally often) or "curriculum" (easy first)
+    curriculum_start: float = 0.3      # sampler="curriculum": fraction of the easiest examples in the first epoch
     # mechanics
     grad_accum: int = 1
     clip_norm: Optional[float] = None
+    grad_checkpointing: bool = False   # recompute activations in the backward pass: less memory, more time
     precision: str = "auto"            # auto: bf16 on a GPU that has it, else fp32
     device: str = "auto"
     channels_last: Optional[bool] = None   # None: on for convnets
@@ -90,7 +112,10 @@ class FineTuneConfig:
         choose("precision", self.precision, PRECISIONS)
         choose("device", self.device, DEVICES)
         choose("monitor", self.monitor, MONITORS)
-        for name in ("epochs", "batch_size", "grad_accum", "unfreeze_every", "trainable_groups", "probe_epochs"):
+        choose("peft", self.peft, PEFTS)
+        choose("sampler", self.sampler, SAMPLERS)
+        for name in ("epochs", "batch_size", "grad_accum", "unfreeze_every", "trainable_groups", "probe_epochs",
+                     "lora_rank"):
             _positive_int(name, getattr(self, name))
         if self.strategy == "plan":
             if self.plan is None:
@@ -104,6 +129,23 @@ class FineTuneConfig:
             raise ConfigError(f"probe_epochs={self.probe_epochs} leaves no epoch for fine-tuning "
                               f"(epochs={self.epochs}); lp_ft needs probe_epochs < epochs")
         _positive_float("lr", self.lr)
+        _positive_float("lora_alpha", self.lora_alpha)
+        if self.lora_targets is not None and (
+                not isinstance(self.lora_targets, (list, tuple)) or not self.lora_targets
+                or not all(isinstance(t, str) and t for t in self.lora_targets)):
+            raise ConfigError(f"lora_targets={self.lora_targets!r} must be a non-empty list of layer names, "
+                              "or None for the model's default targets")
+        if self.lora_targets is not None and self.peft != "lora":
+            raise ConfigError(f"lora_targets={self.lora_targets!r} is used only with peft='lora' (peft={self.peft!r}); "
+                              "set peft='lora' or leave lora_targets=None")
+        if not (isinstance(self.curriculum_start, (int, float)) and not isinstance(self.curriculum_start, bool)
+                and 0 < self.curriculum_start <= 1):
+            raise ConfigError(f"curriculum_start={self.curriculum_start!r} must be a fraction in (0, 1]")
+        if self.sampler == "balanced" and isinstance(self.class_weights, str) and self.class_weights == "balanced":
+            raise ConfigError("sampler='balanced' already draws every class equally often; class_weights="
+                              f"{self.class_weights!r} would weight the small classes a second time (the square "
+                              "of either alone); choose one: sampler='shuffle' with class weights, or "
+                              "sampler='balanced' with class_weights=None (or your own list of costs per class)")
         if not isinstance(self.warmup_steps, int) or isinstance(self.warmup_steps, bool) or self.warmup_steps < 0:
             raise ConfigError(f"warmup_steps={self.warmup_steps!r} must be a whole number >= 0")
         for name in ("weight_decay", "dropout", "l2sp", "label_smoothing", "min_lr_factor"):
@@ -136,7 +178,8 @@ class FineTuneConfig:
             raise ConfigError(f"momentum={self.momentum!r} must be a number in [0, 1)")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ConfigError(f"seed={self.seed!r} must be a whole number >= 0")
-        for name in ("augment", "progress"):
+        _augment.check(self.augment)
+        for name in ("progress", "grad_checkpointing"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False")
         if self.channels_last is not None and not isinstance(self.channels_last, bool):
@@ -152,8 +195,9 @@ class FineTuneConfig:
             raise ConfigError(f"trainable_groups={self.trainable_groups} is larger than the model's "
                               f"{n_groups} layer groups; choose 1..{n_groups}")
         if self.strategy == "feature_extraction" and self.augment:
-            raise ConfigError("augment=True cannot be used with strategy='feature_extraction' (features are "
-                              "computed once); use strategy='head_only' to train the head with augmentation")
+            raise ConfigError(f"augment={self.augment!r} cannot be used with strategy='feature_extraction' "
+                              "(features are computed once); use strategy='head_only' to train the head with "
+                              "augmentation")
         if isinstance(self.class_weights, str):
             choose("class_weights", self.class_weights, ["balanced"])
         elif self.class_weights is not None:
@@ -166,6 +210,8 @@ class FineTuneConfig:
 
     def to_dict(self):
         d = dataclasses.asdict(self)
+        if d["lora_targets"] is not None:
+            d["lora_targets"] = list(d["lora_targets"])
         if d["plan"] is not None:   # JSON-friendly: lists, not tuples
             d["plan"] = [e if isinstance(e, int) else list(e) for e in d["plan"]]
         return d

@@ -18,8 +18,9 @@ import gzip
 import importlib.util
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Optional
 
 import numpy as np
 
@@ -39,17 +40,23 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 
 @dataclass
 class Split:
-    """One split: inputs ``x`` (array of images or list of texts) and integer labels ``y``."""
+    """One split: inputs ``x`` (array of images or list of texts) and integer labels ``y``.
+
+    ``difficulty`` (optional): one score per example, higher is harder, read by
+    ``sampler="curriculum"`` (see :func:`ftkit.difficulty` and :meth:`Dataset.with_difficulty`).
+    """
     x: object
     y: np.ndarray
+    difficulty: Optional[np.ndarray] = None
 
     def __len__(self):
         return len(self.y)
 
     def take(self, idx):
+        """The examples ``idx``, in that order (their difficulty scores with them)."""
         idx = np.asarray(idx, dtype=np.int64)
         x = [self.x[i] for i in idx] if isinstance(self.x, list) else self.x[idx]
-        return Split(x, self.y[idx])
+        return Split(x, self.y[idx], None if self.difficulty is None else self.difficulty[idx])
 
 
 PIXEL_RANGES = ((0, 255), (0, 1))
@@ -190,6 +197,13 @@ class Dataset:
                 _numeric(y, f"{where} y", "regression targets must be numbers (integers or floats)")
                 if y.dtype.kind == "f":
                     _finite(y, f"{where} y", "regression targets must be finite numbers")
+            if s.difficulty is not None:
+                d = _array(s.difficulty, f"{where} difficulty", "give one score per example")
+                if d.shape != (len(y),):
+                    raise DataError(f"{where} difficulty has shape {d.shape}; give one score per example, "
+                                    f"shape ({len(y)},)")
+                _numeric(d, f"{where} difficulty", "difficulty scores must be numbers (higher is harder)")
+                _finite(d, f"{where} difficulty", "difficulty scores must be finite numbers")
             if self.modality == "tabular" and x.dtype.kind == "f":
                 _finite(x, f"{where} x", "tabular inputs must be finite numbers")
             elif self.modality == "image" and x.dtype != np.uint8:   # uint8 is always in 0..255
@@ -259,7 +273,7 @@ class Dataset:
             for which, x in xs.items():
                 scaled = x.astype(np.float32)     # a new array: the caller's is never changed
                 scaled *= np.float32(255)
-                self.splits[which] = Split(scaled, self.splits[which].y)
+                self.splits[which] = replace(self.splits[which], x=scaled)
         self._held = {w: (s, s.x) for w, s in self.splits.items()}
 
     def subset(self, n, per_class=True, seed=0, eval_n=None):
@@ -284,6 +298,23 @@ class Dataset:
         held = [w for w in self.splits if self._holds(w)] if self.modality == "image" else None
         return Dataset(self.name, splits, self.class_names, task=self.task, modality=self.modality,
                        source=self.source, pixel_range=self.pixel_range, _scaled=held)
+
+    def with_difficulty(self, scores):
+        """A copy whose train split carries ``scores``, one per training example (higher is harder), for
+        ``sampler="curriculum"``; :func:`ftkit.difficulty` computes them. This dataset is left unchanged."""
+        d = _array(scores, f"dataset {self.name!r}: difficulty scores", "give one score per training example")
+        if d.shape != (len(self.train),):
+            raise DataError(f"dataset {self.name!r}: difficulty scores have shape {d.shape}; give one score per "
+                            f"training example, shape ({len(self.train)},)")
+        _numeric(d, f"dataset {self.name!r}: difficulty scores", "difficulty scores must be numbers")
+        return self._with_splits(train=replace(self.train, difficulty=d.astype(np.float64)))
+
+    def _with_splits(self, **splits):
+        """A copy with some splits replaced by splits made from this dataset's own (``take``, ``replace``):
+        those are on its scale already, so nothing is inferred or rescaled again (as in ``subset``)."""
+        held = [w for w in self.splits if self._holds(w)] if self.modality == "image" else None
+        return Dataset(self.name, {**self.splits, **splits}, self.class_names, task=self.task,
+                       modality=self.modality, source=self.source, pixel_range=self.pixel_range, _scaled=held)
 
     def class_counts(self, split="train"):
         return np.bincount(self.splits[split].y, minlength=self.num_classes)

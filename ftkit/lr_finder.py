@@ -4,7 +4,8 @@ Train for a few steps while the LR grows exponentially from ``start_lr`` to
 ``end_lr``; record the smoothed loss; stop once it explodes. Afterwards the
 model is as it was: weights, BatchNorm statistics, which groups are frozen,
 train/eval modes, and the global random state (the test draws from the
-config's seed), so the test leaves no trace.
+config's seed), so the test leaves no trace; with ``peft="lora"`` it adds the adapters the run
+would add (from the same seed, as they start), so it measures what the run trains.
 """
 import math
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import FineTuneConfig
+from .peft import prepare
 from .schedules import group_lrs
 from .strategies import plan
 from .training import check
@@ -42,6 +44,7 @@ def lr_find(model, data, config=None, *, start_lr=1e-7, end_lr=1.0, num_steps=60
     """
     config = (config or FineTuneConfig()).replace(progress=False)
     check(model, data, config)
+    prepare(model, config)   # peft="lora": the adapters the run will train (from the same seed)
     saved_mask, saved_modes = model.trainable_mask(), model.backend.models.modes(model.native)
     saved_dropout = model.dropout
     if config.dropout is not None:

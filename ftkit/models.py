@@ -51,6 +51,9 @@ class FTModel:
         # the pre-trained ImageNet classifier, kept beside the new head and never trained (None when absent)
         self.original_head = original_head
         self.runtime = {}         # what a backend keeps between runs (TensorFlow: traced steps)
+        self.pretrained = None    # True when load_model gave pre-trained weights (None: a wrapped model)
+        self.lora = None          # LoRA adapters added by a run with peft="lora": rank, alpha, targets, paths
+        self.trained = set()      # what runs trained: "head", "body", "lora", "bias" (see ftkit.peft.saved_parts)
 
     @property
     def backend(self):
@@ -101,7 +104,8 @@ class FTModel:
         return self.original_head is not None
 
     def predict(self, inputs, *, head="new", batch_size=64):
-        """Class probabilities (N, classes) for raw inputs; see :func:`ftkit.predict`.
+        """Class probabilities (N, classes) for raw inputs (a regression model: its predictions (N,));
+        see :func:`ftkit.predict`.
 
         ``inputs``: images (N, H, W[, C]) in 0..255 or 0..1, one image (H, W[, C]), a list of images of
         any sizes, or a list of texts. ``head="original"`` uses the pre-trained ImageNet classifier
@@ -115,6 +119,9 @@ class FTModel:
 
         Labels are ``class_names`` (ImageNet's names for ``head="original"``), or "class i" when unnamed.
         """
+        if self.task == "regression":
+            raise ConfigError(f"top_k: model {self.name!r} does regression (one number per input, no classes); "
+                              "use model.predict(inputs)")
         probs = self.predict(inputs, head=head)
         names = imagenet_class_names() if head == "original" else self.class_names
         out = []
@@ -127,12 +134,17 @@ class FTModel:
         """True for each group whose weights currently train."""
         return [self.backend.models.group_trainable(g.members) for g in self.groups]
 
-    def set_trainable(self, mask):
-        """Freeze (False) or unfreeze (True) each group; frozen groups also run in inference mode."""
+    def set_trainable(self, mask, peft=None):
+        """Freeze (False) or unfreeze (True) each group; frozen groups also run in inference mode.
+
+        ``peft`` ("lora" or "bitfit", see :mod:`ftkit.peft`): inside an unfrozen body group only the
+        adapters or the biases train; the head (last group) trains fully."""
         if len(mask) != len(self.groups):
             raise ConfigError(f"mask has {len(mask)} values; the model has {len(self.groups)} groups")
-        for g, flag in zip(self.groups, mask):
+        for i, (g, flag) in enumerate(zip(self.groups, mask)):
             self.backend.models.set_group_trainable(g.members, bool(flag))
+            if peft and flag and i < len(self.groups) - 1:
+                self.backend.models.train_only(g.members, peft)
 
     def freeze_to(self, n):
         """fastai's ``freeze_to``: freeze groups before index ``n`` (negative counts from the end)."""
@@ -174,8 +186,12 @@ class FTModel:
         rows = [f"{'group':<14}{'params':>12}  strategy={config.strategy!r}, epoch 1"]
         for g, n, t in zip(self.groups, counts, mask):
             rows.append(f"{g.name:<14}{n:>12,}  {'trains in epoch 1' if t else 'frozen'}")
-        trained = sum(n for n, t in zip(counts, mask) if t)
-        rows.append(f"{sum(mask)} of {len(mask)} groups train in epoch 1: {trained:,} of {sum(counts):,} weights")
+        from .peft import trainable_count
+        trained = trainable_count(self, config, mask)
+        what = f" (peft={config.peft!r}: the head and, in the other groups, " \
+               f"{'the LoRA adapters' if config.peft == 'lora' else 'the biases'})" if config.peft else ""
+        rows.append(f"{sum(mask)} of {len(mask)} groups train in epoch 1: {trained:,} of {sum(counts):,} "
+                    f"weights{what}")
         return "\n".join(rows)
 
     def __repr__(self):
@@ -183,9 +199,13 @@ class FTModel:
                 f"num_classes={self.num_classes})")
 
 
-def load_model(name, framework="torch", num_classes=None, *, pretrained=True, dropout=0.2, image_size=None,
-               max_length=64, verbose=True):
+def load_model(name, framework="torch", num_classes=None, *, task="classification", pretrained=True, dropout=0.2,
+               image_size=None, max_length=64, verbose=True):
     """Load a pre-trained model with a new ``num_classes`` head.
+
+    ``task="regression"``: a new head with one output, one number per input, trained with the mean
+    squared error and evaluated with MSE, RMSE, MAE and R² (leave ``num_classes`` None, or 1). Scale
+    the targets to about unit size (e.g. standardise them): the new head starts near 0.
 
     ``num_classes=None`` keeps the original ImageNet head where there is one
     (used to check the weights). With a new head, a pre-trained image model also keeps the
@@ -200,8 +220,14 @@ def load_model(name, framework="torch", num_classes=None, *, pretrained=True, dr
     choose("model", name, list(MODELS))
     fw = {"pytorch": "torch", "tensorflow": "tf", "keras": "tf"}.get(framework, framework)
     choose("framework", fw, ["torch", "tf"])
+    choose("task", task, ["classification", "regression"])
     if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
         raise ConfigError(f"num_classes={num_classes!r} must be a whole number >= 1")
+    if task == "regression":
+        if num_classes not in (None, 1):
+            raise ConfigError(f"num_classes={num_classes!r}: a regression model has one output; leave "
+                              "num_classes=None with task='regression'")
+        num_classes = 1
     if not 0 <= dropout < 1:
         raise ConfigError(f"dropout={dropout!r} must be in [0, 1)")
     modality, where, _ = MODELS[name]
@@ -217,8 +243,10 @@ def load_model(name, framework="torch", num_classes=None, *, pretrained=True, dr
     names = imagenet_class_names() if num_classes is None and modality == "image" else None
     model = FTModel(name, fw, parts["native"], parts["groups"], parts["input_spec"], body=parts.get("body"),
                     head=parts.get("head"), num_classes=num_classes or 1000, source=parts["source"],
-                    class_names=names, original_head=parts.get("original_head"))
+                    task=task, class_names=names,
+                    original_head=parts.get("original_head") if task == "classification" else None)
     model.fresh_head = num_classes is not None
+    model.pretrained = pretrained
     if verbose:
         print(f"ftkit: {name} ({fw}) weights from {model.source}")
     return model

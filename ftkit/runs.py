@@ -1,7 +1,9 @@
 """Saving runs to a folder and loading them back.
 
 A run folder holds ``config.json`` (the FineTuneConfig), ``run.json`` (format
-version, model, dataset, framework, status, history) and ``weights.safetensors``.
+version, model, dataset, framework, status, history) and ``weights.safetensors``: every weight, or,
+for a peft run on a pre-trained model, only what it changed (the head, the LoRA adapters or the biases,
+BatchNorm statistics), which ``load_run`` puts back onto the pre-trained model (see ftkit.peft.saved_parts).
 Nothing is pickled and nothing in the folder is executed: loading reads JSON and
 safetensors only. Every unreadable or corrupt file is reported as a
 :class:`~ftkit.errors.RunFolderError` that names the file and what is wrong.
@@ -20,19 +22,23 @@ RUN_KEYS = ("format_version", "name", "model", "framework", "dataset", "num_clas
 
 def save_run(run, path):
     """Write ``run`` to the folder ``path`` (created if missing); returns the path."""
+    from .peft import saved_parts
     os.makedirs(path, exist_ok=True)
     model = run.model
+    parts = saved_parts(run)
     meta = {"format_version": FORMAT_VERSION, "name": run.name, "model": run.model_name,
             "framework": run.framework, "dataset": run.dataset_name, "num_classes": model.num_classes,
-            "group_names": run.group_names, "status": run.status, "message": run.message, "kept": run.kept,
+            "task": model.task, "group_names": run.group_names, "status": run.status, "message": run.message,
+            "kept": run.kept,
             "notes": run.notes, "head_dropout": run.dropout, "device": run.device, "precision": run.precision,
             "input_spec": {k: v for k, v in model.input_spec.items() if k != "tokenizer"},
-            "history": run.history, "test_metrics": run.test_metrics}
+            "history": run.history, "test_metrics": run.test_metrics,
+            "weights": "all" if parts is None else sorted(parts), "lora": model.lora}
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(run.config.to_dict(), f, indent=2)
     with open(os.path.join(path, "run.json"), "w") as f:
         json.dump(meta, f, indent=2, default=float)
-    model.backend.io.save_weights(model, os.path.join(path, WEIGHTS))
+    model.backend.io.save_weights(model, os.path.join(path, WEIGHTS), parts)
     return path
 
 
@@ -125,15 +131,27 @@ def load_run(path, framework=None):
                              f"cannot be loaded into {fw!r}")
     spec = meta["input_spec"]
     dropout = meta.get("head_dropout")
-    try:
-        model = load_model(meta["model"], framework=fw, num_classes=meta["num_classes"], pretrained=False,
+    parts, lora = meta.get("weights", "all"), meta.get("lora")
+    if not (parts == "all" or isinstance(parts, list)) or not (lora is None or isinstance(lora, dict)):
+        raise RunFolderError(f"{run_file}: weights must be 'all' or a list of parts, lora null or an object")
+    try:   # a peft run saved only what it changed: it goes back onto the pre-trained model
+        model = load_model(meta["model"], framework=fw, num_classes=meta["num_classes"],
+                           task=meta.get("task", "classification"), pretrained=parts != "all",
                            dropout=0.2 if dropout is None else dropout, image_size=spec.get("image_size"),
                            max_length=spec.get("max_length", 64), verbose=False)
+        if lora is not None:   # the same adapters (their values are loaded next)
+            from .peft import add_lora
+            add_lora(model, lora["rank"], lora["alpha"], lora["targets"], seed=0)
     except FtkitError as e:
         raise RunFolderError(f"{run_file}: cannot rebuild the model: {e}") from None
+    if lora is not None and model.lora["paths"] != lora.get("paths"):
+        raise RunFolderError(f"{run_file}: the LoRA targets {lora['targets']!r} now match other layers than "
+                             "when the run was saved")
     try:
-        model.backend.io.load_weights(model, weights_file)
+        model.backend.io.load_weights(model, weights_file, None if parts == "all" else set(parts))
     except Exception as e:   # missing/unexpected keys or shapes: the file does not belong to this model
         raise RunFolderError(f"{weights_file}: does not match model {meta['model']!r} ({e})") from None
     model.fresh_head = False   # the head holds trained weights
+    if parts != "all":
+        model.trained = {"head", *(p for p in parts if p in ("lora", "bias"))}
     return SavedRun(path, meta, config, model)

@@ -12,7 +12,10 @@ import time
 
 import numpy as np
 
+from . import checkpointing as _checkpointing
 from . import metrics as _metrics
+from . import peft as _peft
+from . import sampling
 from .config import FineTuneConfig
 from .data import Dataset, checked_inputs
 from .errors import ConfigError, DataError, choose
@@ -151,9 +154,12 @@ def check(model, data, config):
         raise DataError(f"model {model.name!r} does regression but dataset {data.name!r} is {data.task}")
     if config.dropout is not None:
         model.check_dropout(config.dropout)
+    sampling.check(config, data)
     if config.strategy == "feature_extraction" and (model.body is None or model.head is None):
         raise ConfigError("strategy='feature_extraction' needs a model with a separate body and head; "
                           "use 'head_only' or wrap_model(..., body=..., head=...)")
+    _peft.check(model, config)
+    _checkpointing.check(model, config)
 
 
 def _class_weights(config, data):
@@ -225,6 +231,8 @@ def finetune(model, data, config=None, *, callbacks=(), name=None, **overrides):
 
 def _fit(run, data, callbacks):
     model, config = run.model, run.config
+    _peft.prepare(model, config)   # LoRA adapters on a model's first LoRA run (before the optimizers exist)
+    _peft.note_trained(model, config)
     trainer = model.backend.train.Trainer(model, config, _class_weights(config, data))
     run.device, run.precision = str(trainer.device), trainer.precision
     if config.precision not in ("auto", trainer.precision):
@@ -313,7 +321,8 @@ def _train_epoch(run, trainer, data, epoch, mask, callbacks):
     t0, seen, losses, micro, done = time.perf_counter(), 0, [], 0, 0
     step = len(run.history["steps"])
     guard = _SpikeGuard(config.loss_spike, run.history["steps"])
-    batches = trainer.batches(data.train, shuffle=True, seed=config.seed * 1000 + epoch)
+    order = sampling.epoch_order(config, data.train, epoch)   # None: the trainer's seeded shuffle
+    batches = trainer.batches(data.train, shuffle=True, seed=config.seed * 1000 + epoch, order=order)
     try:
         for b, batch in zip(range(n_batches), batches):
             if micro == 0:  # a new optimizer step: set each group's LR from the schedule

@@ -115,6 +115,58 @@ def progress_shows_a_bar(a, b):
     assert not a.captured and "epoch 1/2" in b.captured
 
 
+def resampled(a, b):
+    """sampler='balanced' draws each epoch with replacement: as many steps, other batches."""
+    assert len(losses(a)) == len(losses(b)) and losses(a) != losses(b)
+
+
+def curriculum_paced(a, b):
+    """curriculum_start acts only with sampler='curriculum' (with the base's 'shuffle': no effect, as
+    documented); with difficulty scores, the first epoch draws from the easiest 30% or 60%."""
+    no_effect(a, b)
+    trainer = b.model.backend.train.Trainer(b.model, FineTuneConfig(progress=False))
+    start = trainer.get_weights()
+    data = ftkit.load_dataset("digits", verbose=False).subset(8)
+    scored = data.with_difficulty(data.train.y)   # digit 0 easiest, 9 hardest
+    runs = []
+    for run in (a, b):   # curriculum_start 0.3, then 0.6, from the same weights
+        trainer.set_weights(start)
+        runs.append(ftkit.finetune(b.model, scored, run.config.replace(sampler="curriculum")))
+    assert len(losses(runs[0])) == len(losses(runs[1])) and losses(runs[0])[0] != losses(runs[1])[0]
+
+
+def trains(run):
+    """The parameters that trained in the run's first epoch."""
+    return run.history["epochs"][0]["trainable_params"]
+
+
+def bitfit_trains_biases(a, b):
+    # tiny: convs 8x1x3x3 + 8 and 16x8x3x3 + 16, BatchNorms 2x8 and 2x16, head 16x10 + 10
+    assert trains(a) == 80 + 16 + 1168 + 32 + 170
+    assert trains(b) == 8 + 8 + 16 + 16 + 170          # the conv and BatchNorm biases, the whole head
+    later_losses_differ(a, b)
+
+
+def lora_size_differs(a, b):
+    """A rank-r adapter on a kh x kw conv from c_in to c_out has r * (c_in * kh * kw + c_out) weights."""
+    size = {"stem": 1 * 9 + 8, "block": 8 * 9 + 16}
+    for run in (a, b):
+        c = run.config
+        assert trains(run) == c.lora_rank * sum(size[t] for t in c.lora_targets) + 170   # + the head
+    assert trains(a) != trains(b)
+
+
+def same_training_recomputed(a, b):
+    """grad_checkpointing recomputes the trained groups' activations in the backward pass instead of
+    keeping them: the same gradients, so the same losses; what changes is memory (and time). The
+    validation losses (BatchNorm in inference mode) show the running statistics were updated once a step.
+    tests/test_checkpointing.py shows the recomputation itself and one step's equal weights."""
+    assert masks(a) == masks(b) and len(losses(a)) == len(losses(b))
+    np.testing.assert_allclose(losses(b), losses(a), rtol=1e-5)
+    val_loss = [[e["val_loss"] for e in run.history["epochs"]] for run in (a, b)]
+    np.testing.assert_allclose(val_loss[1], val_loss[0], rtol=1e-5)
+
+
 # field -> (base changes, the change, check[, callbacks factory])
 EFFECTS = {
     "strategy": ({}, dict(strategy="head_only"), masks_differ),
@@ -122,6 +174,11 @@ EFFECTS = {
     "unfreeze_every": (dict(strategy="progressive", unfreeze_every=1), dict(unfreeze_every=2), masks_differ),
     "probe_epochs": (dict(strategy="lp_ft", epochs=3, probe_epochs=1), dict(probe_epochs=2), masks_differ),
     "plan": (dict(strategy="plan", plan=[1, 3]), dict(plan=[[True, False, True], 3]), masks_differ),
+    "peft": ({}, dict(peft="bitfit"), bitfit_trains_biases),
+    "lora_rank": (dict(peft="lora", lora_targets=["stem", "block"]), dict(lora_rank=4), lora_size_differs),
+    "lora_alpha": (dict(peft="lora", lora_targets=["stem", "block"]), dict(lora_alpha=64.0), later_losses_differ),
+    "lora_targets": (dict(peft="lora", lora_targets=["block"]), dict(lora_targets=["stem", "block"]),
+                     lora_size_differs),
     "epochs": (dict(epochs=1), dict(epochs=2), epoch_count_differs),
     "batch_size": ({}, dict(batch_size=8), step_count_differs),
     "optimizer": ({}, dict(optimizer="sgd"), losses_differ),
@@ -149,7 +206,10 @@ EFFECTS = {
                 lambda: [Blowup(step=9, factor=50.0)]),
     "augment": ({}, dict(augment=True), losses_differ),
     "class_weights": ({}, dict(class_weights=[1.0, 5.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 9.0]), losses_differ),
+    "sampler": ({}, dict(sampler="balanced"), resampled),
+    "curriculum_start": ({}, dict(curriculum_start=0.6), curriculum_paced),
     "grad_accum": ({}, dict(grad_accum=2), step_count_differs),
+    "grad_checkpointing": ({}, dict(grad_checkpointing=True), same_training_recomputed),
     "clip_norm": ({}, dict(clip_norm=1e-3), later_losses_differ),
     "precision": ({}, dict(precision="bf16"), precision_falls_back),
     "device": ({}, dict(device="cpu"), device_recorded),
@@ -208,6 +268,8 @@ def run_with(framework, models, data, changes, callbacks, capsys):
     model.backend.train.Trainer(model, FineTuneConfig(progress=False)).set_weights(initial)
     model.unfreeze()
     model.set_dropout(0.2)
+    if changes.get("peft") == "lora":   # LoRA adapters stay in a model: each LoRA run gets a fresh tiny model
+        model = tiny(framework)
     capsys.readouterr()
     run = ftkit.finetune(model, data, FineTuneConfig(**{**BASE, **changes}), callbacks=callbacks)
     run.captured = capsys.readouterr().err

@@ -369,7 +369,7 @@ def _edit(root: Path, rel: str, old: str, new: str) -> None:
         # the lock leaves a pyproject range
         (LOCK, r"^numpy==.*$", "numpy==1.20.0", check_pyproject),
         (LOCK, r"^transformers==.*$", "transformers==4.57.0", check_pyproject),
-        ("pyproject.toml", r'"keras>=3\.3"', '"keras==3.15.1"', check_pyproject),
+        ("pyproject.toml", r'"keras>=3\.9"', '"keras==3.15.1"', check_pyproject),
         ("pyproject.toml", r'"pandas>=2\.0"', '"pandas<3"', check_pyproject),
         ("binder/postBuild", r"--no-deps -r requirements/nodeps\.txt", "-r requirements/nodeps.txt", check_installers),
         ("Makefile", r"install --no-deps -r requirements/nodeps\.txt", "install -r requirements/nodeps.txt", check_installers),

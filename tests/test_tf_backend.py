@@ -192,12 +192,7 @@ def test_prepare_and_augment(mobilenet, digits_small):
     aug = tdata.prepare(model, x[:64], train=True, augment=True).numpy()
     assert aug.shape == (64, IMAGE_SIZE, IMAGE_SIZE, 3)
     plain = tdata.prepare(model, x[:64]).numpy()
-    assert not np.allclose(aug, plain)
-    # a flip-only augmentation (no shift) reproduces the mirrored image exactly
-    import tensorflow as tf
-    flipped = tdata.augment_images(tf.constant(plain), max_shift=0.0).numpy()
-    for a, p in zip(flipped, plain):
-        assert np.allclose(a, p, atol=1e-6) or np.allclose(a, p[:, ::-1], atol=1e-6)
+    assert not np.allclose(aug, plain)   # what each augmentation policy does: tests/test_augment.py
     ds = digits_small.to_tf("train", batch_size=16)
     xb, yb = next(iter(ds))
     assert xb.shape[0] == 16 and xb.dtype.name == "uint8"

@@ -6,12 +6,16 @@ and only then, inside the trainer's ``tf.function``, resized and normalised on
 the device, so the CPU does no per-image Python work. Images are NHWC
 (channels last), Keras' native layout.
 """
+from functools import lru_cache
+
 import numpy as np
 
 from ... import _frameworks
+from ...augment import POLICIES, policy
 from ...text import tokenize
 
 tf = _frameworks.tensorflow()
+import keras  # noqa: E402
 
 
 def to_tensors(model, split):
@@ -38,50 +42,84 @@ def prepare(model, x, *, train=False, augment=False, seed=None):
     """Turn a batch into what the model takes: float, resized, 3 channels, normalised (NHWC).
 
     The same steps, in the same order, as the torch backend: /255, bilinear resize without antialiasing
-    (torch's ``F.interpolate(..., align_corners=False)`` = TF's half-pixel centres), grey -> 3 channels,
-    ``(x - mean) / std``, then (training with ``augment`` only) a random flip and translation drawn
-    from ``seed`` (two integers; see :func:`augment_images`).
+    (torch's ``F.interpolate(..., align_corners=False)`` = TF's half-pixel centres), then (training with
+    ``augment`` only) the augmentation policy on the images in 0..1, its draws from ``seed`` (two integers;
+    see :func:`augment_images`), then grey -> 3 channels and ``(x - mean) / std``.
     """
     if model.modality != "image":
         return x
     spec = model.input_spec
-    x = tf.convert_to_tensor(x)
-    if x.shape.rank == 3:
-        x = x[..., None]
-    x = tf.cast(x, tf.float32) / 255.0
-    size = spec.get("image_size")
-    if size and tuple(x.shape[1:3]) != (size, size):
-        x = tf.image.resize(x, (size, size), method="bilinear", antialias=False)
+    x = unit_images(x, spec.get("image_size"))
+    if train and augment:
+        x = augment_images(x, augment, seed=seed)
     if spec.get("mean") is not None:
         if x.shape[-1] == 1:
             x = tf.repeat(x, 3, axis=-1)
         x = (x - tf.constant(spec["mean"], tf.float32)) / tf.constant(spec["std"], tf.float32)
-    if train and augment:
-        x = augment_images(x, seed=seed)
     return x
 
 
-def augment_images(x, max_shift=0.1, seed=None):
-    """Random horizontal flip and a random translation of up to ``max_shift`` of the size (zero fill).
+def unit_images(x, size=None):
+    """Images (N, H, W[, C]) in 0..255 as float32 (N, H, W, C) in 0..1, resized to ``size`` x ``size``."""
+    x = tf.convert_to_tensor(x)
+    if x.shape.rank == 3:
+        x = x[..., None]
+    x = tf.cast(x, tf.float32) / 255.0
+    if size and tuple(x.shape[1:3]) != (size, size):
+        x = tf.image.resize(x, (size, size), method="bilinear", antialias=False)
+    return x
 
-    As torch's ``affine_grid``/``grid_sample`` (bilinear, zeros): output pixel (i, j) reads input
-    (i + dy, j + dx), with dx, dy uniform in [-max_shift, max_shift] times the width/height.
-    The draws are stateless, from ``seed`` (two integers; the trainer passes the run's seed and the
-    step), so a traced step gives the same augmentation for the same seed in every run.
+
+def augment_images(x, augment=True, seed=None):
+    """Augment images (N, H, W, C) in 0..1 with policy ``augment`` (True or a name in ftkit.augment.POLICIES).
+
+    Keras' random layers draw a new transformation for every image of a batch. Each draws from its own
+    seed generator, whose state is set here, before the layer runs, from ``seed`` (two integers; the
+    trainer passes the run's seed and the step): the augmentation is a function of ``seed`` alone, the
+    same in every run and in a traced step as outside one.
     """
-    n = tf.shape(x)[0]
-    h, w = tf.cast(tf.shape(x)[1], tf.float32), tf.cast(tf.shape(x)[2], tf.float32)
+    layers = _layers(policy(augment))
     seed = tf.constant([0, 0], tf.int64) if seed is None else tf.cast(seed, tf.int64)
-    flip_seed, shift_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-    flip = tf.random.stateless_uniform([n], seed=flip_seed) < 0.5
-    x = tf.where(flip[:, None, None, None], tf.reverse(x, axis=[2]), x)
-    shift = (tf.random.stateless_uniform([n, 2], seed=shift_seed) * 2 - 1) * max_shift
-    dx, dy = shift[:, 0] * w, shift[:, 1] * h
-    ones, zeros = tf.ones([n]), tf.zeros([n])
-    transforms = tf.stack([ones, zeros, dx, zeros, ones, dy, zeros, zeros], axis=1)
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=x, transforms=transforms, output_shape=tf.shape(x)[1:3], fill_value=0.0,
-        interpolation="BILINEAR", fill_mode="CONSTANT")
+    for layer, layer_seed in zip(layers, tf.unstack(tf.random.experimental.stateless_split(seed, len(layers)))):
+        for v in layer.variables:
+            if v.path.endswith("seed_generator_state"):
+                v.assign(layer_seed)
+        x = layer(x, training=True)
+    return x
+
+
+# operation of ftkit.augment.POLICIES -> the Keras preprocessing layer that does it (fill: 0, black). seed=0:
+# augment_images sets each layer's seed state before every call; a layer made without a seed would draw
+# one from Python's global random generator and change the global random state.
+LAYERS = {
+    "flip": lambda: keras.layers.RandomFlip("horizontal", seed=0),
+    "translate": lambda fraction: keras.layers.RandomTranslation(fraction, fraction, fill_mode="constant", seed=0),
+    "zoom": lambda fraction: keras.layers.RandomZoom((-fraction, 0.0), fill_mode="constant", seed=0),
+    "rotate": lambda degrees: keras.layers.RandomRotation(degrees / 360, fill_mode="constant", seed=0),
+    # (f, f): [1 - f, 1 + f]; a single f would draw from [1, 1 + f] only
+    "contrast": lambda fraction: keras.layers.RandomContrast((fraction, fraction), value_range=(0, 1), seed=0),
+    # (p, p): probability p; a single p would draw the probability itself from [0, p]
+    "erase": lambda p, area: keras.layers.RandomErasing((p, p), scale=area, fill_value=0.0, value_range=(0, 1),
+                                                        seed=0),
+}
+
+
+@lru_cache(maxsize=None)
+def _layers(name):
+    """The Keras layers of policy ``name``, made once per process, outside any traced function (each owns a
+    variable: its seed generator's state)."""
+    with tf.init_scope():
+        return tuple(LAYERS[op](**params) for op, params in POLICIES[name])
+
+
+def augment_examples(x, augment, *, n, seed, image_size=None):
+    """``n`` augmented draws of each image of ``x`` (N, H, W, C) in 0..255: (N, n, H', W', C) in 0..1.
+
+    The same steps as training: :func:`unit_images`, then :func:`augment_images` with the seed ``(seed, 0)``.
+    """
+    batch = tf.repeat(unit_images(x, image_size), n, axis=0)
+    out = augment_images(batch, augment, seed=[seed, 0]).numpy()
+    return out.reshape(len(x), n, *out.shape[1:])
 
 
 def raw_loader(split, batch_size, shuffle):

@@ -317,11 +317,98 @@ def _weights(members):
     return out
 
 
-def count_params(members):
-    """Parameters, frozen or not (BatchNorm's moving statistics are not counted, as in torch)."""
+def count_params(members, only=None):
+    """Parameters, frozen or not (BatchNorm's moving statistics are not counted, as in torch);
+    ``only="lora"``: the LoRA adapters among them, ``only="bitfit"``: the biases."""
+    if only is not None:
+        return int(sum(np.prod(v.shape) for v in group_variables(members) if is_peft_variable(v, only)))
     stats = {id(w) for m in members for sub in sublayers(m) if isinstance(sub, keras.layers.BatchNormalization)
              for w in (sub.moving_mean, sub.moving_variance)}
     return int(sum(np.prod(w.shape) for w in _weights(members) if id(w) not in stats))
+
+
+# -- parameter-efficient fine-tuning (ftkit.peft) ---------------------------------------------------------
+
+PATH_SEP = "/"   # layer paths from the group's layer: "transformer_layer_0/self_attention_layer/query"
+
+
+def group_variables(members):
+    """The variables of ``members`` that can train (whether they train now or not; BatchNorm's moving
+    statistics cannot), in model order."""
+    seen, out = set(), []
+    for m in members:
+        for sub in sublayers(m):
+            for v in sub._trainable_variables:
+                if id(v) not in seen:
+                    seen.add(id(v))
+                    out.append(v)
+    return out
+
+
+def is_peft_variable(v, peft):
+    """True for a LoRA adapter (Keras names them lora_kernel_a / lora_kernel_b, lora_embeddings_a...) with
+    ``peft="lora"``, for a bias with ``peft="bitfit"`` (``beta``: the bias of a normalisation layer)."""
+    if peft == "lora":
+        return v.name.startswith("lora_")
+    return v.name in ("bias", "beta")
+
+
+def train_only(members, peft):
+    """Inside a trained group, only the LoRA adapters (``peft="lora"``) or the biases ("bitfit") train.
+    (Unfreezing a layer makes all its variables trainable again, Keras' frozen LoRA kernel included.)"""
+    for v in group_variables(members):
+        v.trainable = is_peft_variable(v, peft)
+
+
+def body_layers(model):
+    """``(group index, layer path, layer)`` of every layer in the body groups (all but the head), in model
+    order; the path joins the nested layer names from the group's layer with "/"."""
+    out, seen = [], set()
+
+    def walk(layer, path, gi):
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        out.append((gi, path, layer))
+        for sub in layer._flatten_layers(include_self=False, recursive=False):
+            walk(sub, f"{path}/{sub.name}", gi)
+
+    for gi, g in enumerate(model.groups[:-1]):
+        for m in g.members:
+            walk(m, m.name, gi)
+    return out
+
+
+def cannot_adapt(layer):
+    """None when LoRA can adapt ``layer`` (Keras has ``enable_lora`` on Dense, EinsumDense, Embedding and
+    the convolutions), else what it is (for the refusal); grouped convolutions are left out."""
+    if not hasattr(layer, "enable_lora"):
+        return f"a {type(layer).__name__}"
+    if getattr(layer, "groups", 1) != 1:
+        return f"a {type(layer).__name__} with groups={layer.groups} (a grouped convolution)"
+    return None
+
+
+def is_pointwise(layer):
+    """A 1x1 convolution (not grouped): the image models' default LoRA targets."""
+    return isinstance(layer, keras.layers.Conv2D) and tuple(layer.kernel_size) == (1, 1) and layer.groups == 1
+
+
+def lora_size(layer, rank):
+    """Parameters of a rank-``rank`` adapter as ``enable_lora`` makes it: A (kernel shape but the last axis,
+    rank) and B (rank, the kernel's last axis). An EinsumDense kernel (384, 12, 32) thus gets A (384, 12, r)
+    and B (r, 32): more than torch's A (r, 384) and B (384, r) for the same projection."""
+    shape = tuple(layer.embeddings.shape if isinstance(layer, keras.layers.Embedding) else layer.kernel.shape)
+    return rank * (int(np.prod(shape[:-1])) + shape[-1])
+
+
+def add_lora(model, layers, rank, alpha, seed):
+    """``enable_lora`` on ``layers`` (``[(group, path, layer)]``): A drawn from ``seed``, B zero. The
+    backend's compiled steps and optimizers are dropped, so the next run builds them with the adapters."""
+    for i, (_, _, layer) in enumerate(layers):
+        layer.enable_lora(rank, lora_alpha=alpha, a_initializer=keras.initializers.HeUniform(seed=seed * 1000 + i))
+    for key in [k for k in model.runtime if k[0] == "tf"]:
+        del model.runtime[key]
 
 
 def group_trainable(members):
@@ -343,6 +430,9 @@ def set_group_trainable(members, flag):
     """
     for m in members:
         m.trainable = bool(flag)
+        if flag:   # Keras skips `layer.trainable = True` on a layer that already is (TF's attribute tracking
+            for v in group_variables([m]):   # short-circuits it): unfreeze what peft's train_only froze
+                v.trainable = True
         for sub in sublayers(m):
             if isinstance(sub, keras.layers.Dropout):
                 if not flag:
@@ -398,3 +488,91 @@ def modes(native):
 
 def set_modes(native, state):
     """Nothing to restore (see :func:`modes`)."""
+
+
+# -- gradient checkpointing (FineTuneConfig.grad_checkpointing, see ftkit.checkpointing) --------------------
+
+def _output(layer):
+    """The tensor ``layer`` produced in the graph it was first called in. (A nested keras.Model's own
+    ``output`` is the output of its inner graph, so Operation's property is read directly.)"""
+    return keras.Operation.output.fget(layer)
+
+
+def _segments(model):
+    """The body cut after each body group: ``[(group index, keras.Model)]``, input to output, plus a last
+    piece (group index None) for what follows the last group. Each piece is a functional model over the
+    body's own layers (no copies); made once per model and kept in ``model.runtime``."""
+    key = ("checkpoint_segments",)
+    if key in model.runtime:
+        return model.runtime[key]
+    body = model.body
+    if not isinstance(body, keras.Model) or model.head is None or len(getattr(body, "inputs", None) or []) != 1:
+        raise ConfigError("grad_checkpointing=True needs a body that is a functional keras.Model with one input "
+                          "and a separate head (load_model's image models, or wrap_model(..., body=..., head=...))")
+    position = {id(layer): i for i, layer in enumerate(body.layers)}
+    for g in model.groups[:-1]:
+        for m in g.members:
+            if id(m) not in position:
+                raise ConfigError(
+                    f"grad_checkpointing=True: layer {m.name!r} of group {g.name!r} is not a layer of the body "
+                    f"{body.name!r} (it is inside a nested model), so TensorFlow cannot recompute the group as a "
+                    "piece of the body's graph. This holds for the keras-hub text models; use framework='torch' "
+                    "(transformers' checkpointing) or leave grad_checkpointing=False")
+            rates = [getattr(d, "_ftkit_rate", d.rate) for d in dropout_layers([m])]
+            if any(rates):
+                raise ConfigError(
+                    f"grad_checkpointing=True: group {g.name!r} has dropout (layer {m.name!r}); in TensorFlow the "
+                    "recomputation would draw new dropout masks, so the gradients would not be those of the "
+                    "forward pass. Leave grad_checkpointing=False for this model")
+    x, segments = body.inputs[0], []
+    for gi, g in enumerate(model.groups[:-1]):
+        if not g.members:
+            continue
+        out = _output(max(g.members, key=lambda m: position[id(m)]))
+        try:
+            segments.append((gi, keras.Model(x, out, name=f"ftkit_checkpoint_{g.name}")))
+        except ValueError as err:
+            raise ConfigError(f"grad_checkpointing=True: group {g.name!r} is not a consecutive piece of the body's "
+                              f"graph (a connection skips past it: {err}); leave grad_checkpointing=False") from err
+        x = out
+    if x is not body.outputs[0]:
+        segments.append((None, keras.Model(x, body.outputs[0], name="ftkit_checkpoint_rest")))
+    model.runtime[key] = segments
+    return segments
+
+
+def check_checkpointing(model):
+    """Refuse ``grad_checkpointing`` on a model whose body groups ftkit cannot recompute: each body group
+    must be a consecutive piece of the body's functional graph (see :func:`checkpointed_body`)."""
+    _segments(model)
+
+
+def _in_training(segment):
+    def run(x):
+        return segment(x, training=True)
+    return run
+
+
+def checkpointed_body(model, members):
+    """A function ``(x, training) -> features``: the body run piece by piece (one piece per body group),
+    the pieces of the groups whose layers are among ``members`` (the groups that train) under
+    ``keras.remat`` (``tf.recompute_grad`` in TensorFlow): only a piece's input is kept for the backward
+    pass, which recomputes the rest. The recomputation updates BatchNorm statistics a second time; the
+    training step puts them back (see :func:`recomputed_statistics`)."""
+    ids = {id(m) for m in members}
+    pieces = [(gi is not None and all(id(m) in ids for m in model.groups[gi].members), seg)
+              for gi, seg in _segments(model)]
+
+    def body(x, training):
+        for recompute, seg in pieces:
+            x = keras.remat(_in_training(seg))(x) if training and recompute else seg(x, training=training)
+        return x
+    return body
+
+
+def recomputed_statistics(model, members):
+    """The BatchNorm moving statistics of the pieces :func:`checkpointed_body` recomputes: the training
+    step restores them after the backward pass to their values after the forward pass."""
+    return [w for m in members for sub in sublayers(m)
+            if isinstance(sub, keras.layers.BatchNormalization) and sub.trainable
+            for w in (sub.moving_mean, sub.moving_variance)]

@@ -21,8 +21,9 @@ import numpy as np
 from ... import _frameworks
 from ...errors import ConfigError
 from . import data as tdata
+from . import models
 from .io import named_weights
-from .models import dropout_layers, sublayers
+from .models import dropout_layers, group_variables, sublayers
 
 tf = _frameworks.tensorflow()
 import keras  # noqa: E402
@@ -124,19 +125,6 @@ def describe(config):
 _Steps = namedtuple("_Steps", "fused grad apply grads_finite")
 
 
-def _group_variables(members):
-    """The variables of a group that can train (BatchNorm's moving statistics cannot), whether the
-    group is frozen now or not, in model order."""
-    seen, out = set(), []
-    for m in members:
-        for sub in sublayers(m):
-            for v in sub._trainable_variables:
-                if id(v) not in seen:
-                    seen.add(id(v))
-                    out.append(v)
-    return out
-
-
 class _Runtime:
     """What a model keeps between runs in ``model.runtime``: each group's variables, one optimizer set
     per optimizer setting, and the traced steps with what they use. A second run on the same model
@@ -147,7 +135,7 @@ class _Runtime:
 
     def __init__(self, model, tf_device):
         self.tf_device = tf_device
-        self.vars = [_group_variables(g.members) for g in model.groups]
+        self.vars = [group_variables(g.members) for g in model.groups]
         self.optimizers = {}            # (optimizer, weight_decay, momentum) -> (optimizers, accumulators)
         self.traced = OrderedDict()     # step key -> _Steps, or a predict/feature function
         self.anchors = {}               # id(variable) -> its value when the run started (L2-SP)
@@ -202,13 +190,26 @@ def trace_count(model):
     return sum(rt.counter["traces"] for k, rt in model.runtime.items() if k[0] == "tf")
 
 
-def _forward(model, x, *, train, features, augment=False, seed=None, head=None):
+def _forward(model, x, *, train, features, augment=False, seed=None, head=None, body=None):
     if features:
         return (head or model.head)(x, training=train)
     x = tdata.prepare(model, x, train=train, augment=train and augment, seed=seed)
     if head is not None:   # another head on the same body (the original ImageNet classifier)
         return head(model.body(x, training=train), training=train)
+    if body is not None:   # grad_checkpointing: the body piece by piece (models.checkpointed_body)
+        return model.head(body(x, train), training=train)
     return model.native(x, training=train)
+
+
+def _gradient(tape, target, variables, statistics):
+    """``tape.gradient``, then ``statistics`` (the BatchNorm moving statistics of the groups recomputed by
+    grad_checkpointing) put back to their values after the forward pass, which the recomputation in the
+    backward pass would otherwise update a second time."""
+    after_forward = [tf.identity(v.value) for v in statistics]
+    grads = tape.gradient(target, variables)
+    for v, value in zip(statistics, after_forward):
+        v.assign(value)
+    return grads
 
 
 def _per_sample_loss(task, label_smoothing, logits, y):
@@ -295,9 +296,10 @@ class Trainer:
             opt.learning_rate = lr
 
     def set_trainable(self, mask):
-        """Freeze groups (weights fixed, inference mode) and unfreeze the others."""
+        """Freeze groups (weights fixed, inference mode) and unfreeze the others (with ``config.peft``, only the
+        adapters or biases of the unfrozen body groups train: ftkit.peft)."""
         self.mask = [bool(m) for m in mask]
-        self.model.set_trainable(self.mask)
+        self.model.set_trainable(self.mask, peft=self.config.peft)
         self._steps = None
 
     def trainable_params(self):
@@ -329,15 +331,26 @@ class Trainer:
                 self.features[id(split)] = (tf.concat(feats, 0), tf.constant(y))
         self._steps = None
 
-    def batches(self, split, shuffle=False, seed=0):
-        """Yield batches ``(x, y)`` of a split (cached features when there are)."""
+    def body_features(self, split):
+        """The body's features of ``split`` as a NumPy array (N, D), computed as feature_extraction does
+        (inference mode); used by ftkit.difficulty."""
+        self.cache_features([split])
+        return self.features[id(split)][0].numpy()
+
+    def batches(self, split, shuffle=False, seed=0, order=None):
+        """Yield batches ``(x, y)`` of a split (cached features when there are): in ``order`` (indices,
+        which may repeat: see ftkit.sampling) when given, else shuffled with ``seed``, else in order."""
         if self.features is not None:
             x, y = self.features[id(split)]
             n = int(y.shape[0])
         else:
             x, y = self._tensors(split)
             n = len(y)
-        order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+        if order is not None:
+            order = np.asarray(order, dtype=np.int64)
+        else:
+            order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+        n = len(order)
         for i in range(0, n, self.config.batch_size):
             idx = order[i:i + self.config.batch_size]
             if self.features is not None:
@@ -355,7 +368,7 @@ class Trainer:
         dropout = tuple(float(d.rate) for d in dropout_layers([self.net]))
         return ("train", tuple(self.mask), self.features is not None, frozenset(live), dropout, self.precision,
                 self._opt_key, cfg.grad_accum, cfg.clip_norm, cfg.l2sp, cfg.label_smoothing, cfg.augment,
-                self.class_weights), live
+                self.class_weights, cfg.grad_checkpointing), live
 
     def _step_fns(self):
         """The traced gradient and update steps of the current mask, from the model's runtime."""
@@ -387,10 +400,15 @@ class Trainer:
         scale = rt.loss_scale if self.precision == "fp16" else None
         correct = rt.correct
         no_grad = set()  # accumulators the loss does not reach (found when grad_step is traced; not stepped)
+        # grad_checkpointing: the members of the body groups that train are recomputed in the backward pass
+        members = [m for g, t in zip(model.groups[:-1], self.mask) if t for m in g.members] \
+            if cfg.grad_checkpointing and not features else []
+        body = models.checkpointed_body(model, members) if members else None
+        statistics = models.recomputed_statistics(model, members) if members else []
 
         def losses(x, y, seed):
             """The batch loss, and what is differentiated (L2-SP added); counts correct answers on the device."""
-            logits = _forward(model, x, train=True, features=features, augment=augment, seed=seed)
+            logits = _forward(model, x, train=True, features=features, augment=augment, seed=seed, body=body)
             loss = _reduce(class_weights, _per_sample_loss(task, smoothing, logits, y), y)
             if task == "classification":   # no extra sync per step
                 hits = tf.equal(tf.argmax(logits, -1), tf.cast(y, tf.int64))
@@ -417,7 +435,7 @@ class Trainer:
             a non-finite loss skips the update."""
             with tf.GradientTape() as tape:
                 loss, total = losses(x, y, seed)
-            grads = tape.gradient(total, variables)
+            grads = _gradient(tape, total, variables, statistics)
             kept = [(g, v) for g, v in zip(grads, variables) if g is not None]
             tf.cond(tf.math.is_finite(loss), lambda: apply(kept), lambda: tf.constant(False))
             return loss
@@ -428,7 +446,7 @@ class Trainer:
                 scaled = total / grad_accum
                 if scale is not None:
                     scaled = scaled * scale
-            grads = tape.gradient(scaled, variables)
+            grads = _gradient(tape, scaled, variables, statistics)
             for a, g in zip(accums, grads):
                 if g is None:
                     no_grad.add(id(a))

@@ -2,14 +2,18 @@
 
 Datasets live in memory as uint8 (on the GPU itself when they are small); each
 batch is sliced, copied to the device if needed (without blocking, from pinned
-memory), and only then resized and normalised, so the CPU does no per-image work.
+memory), and only then resized and normalised, so the CPU does no per-image work
+(except augmentation: torchvision's transforms draw one set of parameters per call,
+so they are called once per image).
 """
 from functools import lru_cache
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.transforms import v2
 
+from ...augment import POLICIES, policy
 from ...text import tokenize
 
 
@@ -64,23 +68,32 @@ def to_device(x, device):
 
 
 def prepare(model, x, *, train=False, augment=False, channels_last=False):
-    """Turn a device batch into what the model takes: float, resized, 3 channels, normalised."""
+    """Turn a device batch into what the model takes: float, resized, 3 channels, normalised.
+
+    Training with ``augment`` (True or a policy name, see ftkit.augment) augments the images in 0..1
+    at the model's input size, before they are normalised.
+    """
     if model.modality != "image":
         return x
     spec = model.input_spec
-    x = x / 255.0 if x.dtype == torch.float32 else x.float().div_(255.0)   # never change a float batch in place
-    size = spec.get("image_size")
-    if size and tuple(x.shape[-2:]) != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    x = unit_images(x, spec.get("image_size"))
+    if train and augment:
+        x = augment_images(x, augment)
     if spec.get("mean") is not None:
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         mean, std = _stats(tuple(spec["mean"]), tuple(spec["std"]), x.device)
         x = (x - mean) / std
-    if train and augment:
-        x = augment_images(x)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def unit_images(x, size=None):
+    """Images (N, C, H, W) in 0..255 as float32 in 0..1, resized to ``size`` x ``size`` (bilinear, no antialiasing)."""
+    x = x / 255.0 if x.dtype == torch.float32 else x.float().div_(255.0)   # never change a float batch in place
+    if size and tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     return x
 
 
@@ -89,17 +102,46 @@ def _stats(mean, std, device):
     return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
 
 
-def augment_images(x, max_shift=0.1):
-    """Random horizontal flip and a random translation of up to ``max_shift`` of the size (zero fill)."""
-    n = x.shape[0]
-    flip = torch.rand(n, device=x.device) < 0.5
-    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-    shift = (torch.rand(n, 2, device=x.device) * 2 - 1) * max_shift * 2  # affine_grid uses [-1, 1] coordinates
-    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1
-    theta[:, :, 2] = shift
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+def augment_images(x, augment=True):
+    """Augment images (N, C, H, W) in 0..1 with policy ``augment`` (True or a name in ftkit.augment.POLICIES).
+
+    A torchvision v2 transform given a batch draws ONE set of random parameters for all of it (every
+    image would get the same flip and shift), so the policy runs on each image in turn: every image gets
+    its own draw, from torch's random generator (which the trainer seeds from the run's seed).
+    """
+    transform = _transform(policy(augment))
+    return torch.stack([transform(image) for image in x])
+
+
+BILINEAR = v2.InterpolationMode.BILINEAR
+# operation of ftkit.augment.POLICIES -> the torchvision v2 transform that does it (fill: 0, black)
+TRANSFORMS = {
+    "flip": lambda: v2.RandomHorizontalFlip(p=0.5),
+    "translate": lambda fraction: v2.RandomAffine(degrees=0, translate=(fraction, fraction), interpolation=BILINEAR),
+    "zoom": lambda fraction: v2.RandomAffine(degrees=0, scale=(1.0, 1.0 / (1.0 - fraction)), interpolation=BILINEAR),
+    "rotate": lambda degrees: v2.RandomRotation(degrees, interpolation=BILINEAR),
+    "contrast": lambda fraction: v2.ColorJitter(contrast=fraction),
+    "erase": lambda p, area: v2.RandomErasing(p=p, scale=area, value=0),
+}
+
+
+@lru_cache(maxsize=None)
+def _transform(name):
+    """The torchvision v2 pipeline of policy ``name``."""
+    return v2.Compose([TRANSFORMS[op](**params) for op, params in POLICIES[name]])
+
+
+def augment_examples(x, augment, *, n, seed, image_size=None):
+    """``n`` augmented draws of each image of ``x`` (N, H, W, C) in 0..255: (N, n, H', W', C) in 0..1.
+
+    The same steps as training: :func:`unit_images`, then :func:`augment_images`, its draws from ``seed``
+    (torch's generator, forked so the global random state is left as it was).
+    """
+    batch = unit_images(torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2))), image_size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        out = augment_images(batch.repeat_interleave(n, dim=0), augment)
+    return out.permute(0, 2, 3, 1).reshape(len(x), n, *out.shape[2:], out.shape[1]).numpy()
 
 
 class _SplitBatches(torch.utils.data.Dataset):

@@ -1,6 +1,10 @@
 """PyTorch models: torchvision and transformers networks split into layer groups."""
+import contextlib
+
+import numpy as np
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ...errors import ConfigError
 from ...models import minilm_path, mobilenet_weights_path
@@ -147,8 +151,91 @@ def _params(members):
         yield from m.parameters()
 
 
-def count_params(members):
-    return sum(p.numel() for p in _params(members))
+def count_params(members, only=None):
+    """Parameters of ``members``; ``only="lora"``: their LoRA adapters, ``only="bitfit"``: their biases."""
+    if only is None:
+        return sum(p.numel() for p in _params(members))
+    return sum(p.numel() for m in members for name, p in m.named_parameters() if is_peft_param(name, only))
+
+
+# -- parameter-efficient fine-tuning (ftkit.peft) ---------------------------------------------------------
+
+PATH_SEP = "."   # module paths: "body.encoder.encoder.layer.0.attention.self.query"
+
+
+def is_peft_param(name, peft):
+    """True for a LoRA adapter parameter (peft names them lora_A, lora_B, lora_embedding_A...) with
+    ``peft="lora"``, for a bias (norm layers' included) with ``peft="bitfit"``."""
+    parts = name.split(".")
+    if peft == "lora":
+        return any(p.startswith("lora_") for p in parts)
+    return parts[-1] == "bias"
+
+
+def train_only(members, peft):
+    """Inside a trained group, only the LoRA adapters (``peft="lora"``) or the biases ("bitfit") train."""
+    for m in members:
+        for name, p in m.named_parameters():
+            p.requires_grad_(is_peft_param(name, peft))
+
+
+def body_layers(model):
+    """``(group index, module path, module)`` of every module in the body groups (all but the head), in
+    model order; the path is the module's name in ``model.native``."""
+    where = {}
+    for gi, g in enumerate(model.groups[:-1]):
+        for m in g.members:
+            for sub in m.modules():
+                where.setdefault(id(sub), gi)
+    return [(where[id(m)], path, m) for path, m in model.native.named_modules() if id(m) in where]
+
+
+def cannot_adapt(module):
+    """None when LoRA can adapt ``module``, else what it is (for the refusal): peft adapts linear, embedding
+    and convolution layers; grouped and depthwise convolutions are left out, as Keras cannot adapt them."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        return None
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        return None if module.groups == 1 else f"a {type(module).__name__} with groups={module.groups} " \
+            "(a grouped or depthwise convolution)"
+    return f"a {type(module).__name__}"
+
+
+def is_pointwise(module):
+    """A 1x1 convolution (not grouped): the image models' default LoRA targets."""
+    return isinstance(module, nn.Conv2d) and tuple(module.kernel_size) == (1, 1) and module.groups == 1
+
+
+def lora_size(module, rank):
+    """Parameters of a rank-``rank`` adapter on ``module``: A (rank x in) and B (out x rank)."""
+    if isinstance(module, nn.Linear):
+        return rank * (module.in_features + module.out_features)
+    if isinstance(module, nn.Embedding):
+        return rank * (module.num_embeddings + module.embedding_dim)
+    return rank * (module.in_channels * int(np.prod(module.kernel_size)) + module.out_channels)
+
+
+def add_lora(model, layers, rank, alpha, seed):
+    """Inject LoRA adapters into ``layers`` (``[(group, path, module)]``) of ``model.native`` in place with
+    the peft library; A is drawn from ``seed`` (the global random state is left as it was), B starts at 0.
+
+    peft replaces each target by a wrapper holding it as ``base_layer``; a group member that was itself a
+    target is replaced by its wrapper in the group, so the group still holds the adapters."""
+    import re
+
+    from peft import LoraConfig, inject_adapter_in_model
+    paths = [path for _, path, _ in layers]
+    before = dict(model.native.named_modules())
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, bias="none",
+                        target_modules="|".join(re.escape(p) for p in paths))   # matched in full
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        inject_adapter_in_model(config, model.native)
+    after = dict(model.native.named_modules())
+    swap = {id(before[p]): after[p] for p in paths if after[p] is not before[p]}
+    for g in model.groups:
+        g.members = [swap.get(id(m), m) for m in g.members]
+    model.body, model.head = (swap.get(id(m), m) for m in (model.body, model.head))
 
 
 def group_trainable(members):
@@ -197,3 +284,100 @@ def modes(native):
 def set_modes(native, state):
     for m, training in zip(native.modules(), state):
         m.training = training
+
+
+# -- gradient checkpointing (FineTuneConfig.grad_checkpointing, see ftkit.checkpointing) --------------------
+
+def _plain_sequential(module):
+    """An nn.Sequential whose forward is nn.Sequential's own: calling it is calling its children in turn."""
+    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+
+
+def _reaches(module, target):
+    """True when ``target`` is ``module`` or is reached from it through plain nn.Sequential containers."""
+    return module is target or (_plain_sequential(module) and any(_reaches(c, target) for c in module))
+
+
+def _transformers_encoder(body):
+    """The transformers model inside a text body (MeanPooledEncoder), when it supports checkpointing."""
+    encoder = getattr(body, "encoder", None) if isinstance(body, MeanPooledEncoder) else None
+    return encoder if getattr(encoder, "supports_gradient_checkpointing", False) else None
+
+
+def check_checkpointing(model):
+    """Refuse ``grad_checkpointing`` on a model whose body groups ftkit cannot recompute.
+
+    ftkit runs the body itself (see :func:`checkpointed_body`): each member of a body group must be
+    reached from ``model.body`` through plain ``nn.Sequential`` containers (torchvision's convnets, a
+    wrapped ``nn.Sequential``), or the body is a transformers encoder (its own switch is used)."""
+    if model.body is None or model.head is None:
+        raise ConfigError("grad_checkpointing=True needs a model with a separate body and head (load_model's "
+                          "models, or wrap_model(..., body=..., head=...))")
+    if _transformers_encoder(model.body) is not None:
+        return
+    for g in model.groups[:-1]:
+        for m in g.members:
+            if not _reaches(model.body, m):
+                raise ConfigError(
+                    f"grad_checkpointing=True: the {type(m).__name__} in group {g.name!r} is not reached from the "
+                    "body through nn.Sequential containers, so ftkit cannot run it under torch.utils.checkpoint; "
+                    "build the body as nn.Sequential containers holding the groups' modules, or leave "
+                    "grad_checkpointing=False")
+
+
+@contextlib.contextmanager
+def _buffers_kept(module):
+    """Put ``module``'s buffers back as they were on entry: a BatchNorm in training mode updates its running
+    statistics at every call, and the recomputation in the backward pass must not update them twice."""
+    saved = [(b, b.detach().clone()) for b in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, value in saved:
+                b.copy_(value)
+
+
+def _run(module, x, members, inside):
+    """``module(x)``, except that each module of ``members`` (ids) runs under torch.utils.checkpoint: its
+    activations are not kept for the backward pass but recomputed there from its input. ``inside``: ids
+    of the plain nn.Sequential containers that hold members, whose children are called here in turn."""
+    if id(module) in members and torch.is_grad_enabled():
+        return checkpoint(module, x, use_reentrant=False,
+                          context_fn=lambda: (contextlib.nullcontext(), _buffers_kept(module)))
+    if id(module) in inside:
+        for child in module:
+            x = _run(child, x, members, inside)
+        return x
+    return module(x)
+
+
+def checkpointed_body(model, members):
+    """A function ``x -> features``: the body's forward with ``members`` (the modules of the body groups
+    that train) recomputed in the backward pass instead of stored, with ``use_reentrant=False``.
+
+    * Image models and wrapped nn.Sequential bodies: ftkit calls the body's nn.Sequential containers
+      child by child (what nn.Sequential's forward does) and each member through
+      ``torch.utils.checkpoint.checkpoint``. Hooks on those containers themselves do not fire.
+    * transformers text models: transformers' own switch (``activation_checkpointing_enable``) during the
+      forward pass. It checkpoints every encoder layer in training mode, i.e. those of the groups that
+      train (a frozen group is in eval mode); the embeddings are not checkpointed.
+
+    Random draws (dropout) are replayed identically in the recomputation (``preserve_rng_state``), so the
+    gradients are those of the plain forward pass."""
+    encoder = _transformers_encoder(model.body)
+    if encoder is not None:
+        def body(x):
+            # the hook transformers adds for the reentrant variant would make the embeddings' output require
+            # grad, and the backward pass run through frozen layers: use_reentrant=False needs no such hook
+            encoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            encoder.disable_input_require_grads()
+            try:
+                return model.body(x)
+            finally:
+                encoder.activation_checkpointing_disable()
+        return body
+    ids = {id(m) for m in members}
+    inside = {id(c) for c in model.body.modules()
+              if _plain_sequential(c) and any(_reaches(c, m) and c is not m for m in members)}
+    return lambda x: _run(model.body, x, ids, inside)

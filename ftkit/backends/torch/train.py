@@ -57,6 +57,7 @@ class Trainer:
         self.notes = []   # what the trainer has to say (none here); the training loop reports it
         self._training = False
         self.features = None  # cached body features (feature_extraction)
+        self._body = None     # grad_checkpointing: the body's checkpointed forward (see set_trainable)
         self._cache = {}
         self._pretrained = None
         if config.l2sp > 0:  # anchor: the weights this run starts from (pre-trained on a first run), but the head
@@ -100,10 +101,15 @@ class Trainer:
             g["lr"] = lrs[g["ftkit_group"]]
 
     def set_trainable(self, mask):
-        """Freeze groups (weights fixed, eval mode) and unfreeze the others."""
+        """Freeze groups (weights fixed, eval mode) and unfreeze the others (with ``config.peft``, only the
+        adapters or biases of the unfrozen body groups train: ftkit.peft)."""
         self.mask = list(mask)
-        self.model.set_trainable(self.mask)
+        self.model.set_trainable(self.mask, peft=self.config.peft)
         self._training = False
+        # grad_checkpointing: the body's forward with the members of the body groups that train recomputed
+        members = [m for g, t in zip(self.model.groups[:-1], self.mask) if t for m in g.members]
+        self._body = self.model.backend.models.checkpointed_body(self.model, members) \
+            if self.config.grad_checkpointing and members else None
 
     def trainable_params(self):
         return sum(p.numel() for p in self.net.parameters() if p.requires_grad)
@@ -143,11 +149,21 @@ class Trainer:
                     feats.append(self.model.body(xb).float())
             self.features[id(split)] = (torch.cat(feats), y.to(self.device))
 
-    def batches(self, split, shuffle=False, seed=0):
-        """Yield device batches ``(x, y)`` of a split (features when cached)."""
+    def body_features(self, split):
+        """The body's features of ``split`` as a NumPy array (N, D), computed as feature_extraction does
+        (inference mode, no gradients); used by ftkit.difficulty."""
+        self.cache_features([split])
+        return self.features[id(split)][0].cpu().numpy()
+
+    def batches(self, split, shuffle=False, seed=0, order=None):
+        """Yield device batches ``(x, y)`` of a split (features when cached): in ``order`` (indices, which
+        may repeat: see ftkit.sampling) when given, else shuffled with ``seed``, else in order."""
         x, y = self.features[id(split)] if self.features is not None else self._tensors(split)
         n, bs = len(y), self.config.batch_size
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
+        if order is not None:
+            order = torch.as_tensor(np.asarray(order, dtype=np.int64))
+        else:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
         for idx in order.split(bs):
             yield tdata.batch(x, idx, self.device), tdata.batch(y, idx, self.device)
 
@@ -160,6 +176,8 @@ class Trainer:
             return (head or self.model.head)(x)
         x = tdata.prepare(self.model, x, train=train, augment=train and self.config.augment,
                           channels_last=self.channels_last)
+        if train and self._body is not None and head is None:
+            return self.model.head(self._body(x))
         return self.net(x) if head is None else head(self.model.body(x))
 
     def _loss(self, logits, y):
