@@ -19,7 +19,7 @@ import numpy as np
 
 from .config import FineTuneConfig
 from .data import Dataset
-from .errors import ConfigError, DataError, choose
+from .errors import ConfigError, DataError, choose, whole_number
 from .models import FTModel
 
 QUERIES = ("entropy", "margin", "random")
@@ -98,13 +98,11 @@ def active_learning(model, data, config=None, *, query="entropy", initial=20, pe
     choose("query", query, QUERIES)
     choose("split", split, list(data.splits))
     n = len(data.train)
-    for name, value in (("initial", initial), ("per_round", per_round), ("rounds", rounds), ("seed", seed)):
-        if value is None and name == "rounds":
-            continue
-        low = 0 if name == "seed" else 1
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ConfigError(f"{name}={value!r} must be a whole number >= {low}"
-                              + (", or None (until the pool is empty)" if name == "rounds" else ""))
+    whole_number("initial", initial, 1)
+    whole_number("per_round", per_round, 1)
+    if rounds is not None:
+        whole_number("rounds", rounds, 1, ", or None (until the pool is empty)")
+    whole_number("seed", seed, 0)
     if initial > n:
         raise ConfigError(f"initial={initial} is more than the {n} training examples of dataset {data.name!r}")
 

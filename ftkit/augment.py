@@ -34,7 +34,7 @@ the image, Keras' toward each channel's mean (on grey images they agree); torchv
 has a random area and aspect ratio, Keras' a random height and width. Brightness is left out: torchvision
 multiplies the pixels by a factor, Keras adds an offset, so the same parameter would mean two things.
 """
-from .errors import ConfigError
+from .errors import ConfigError, whole_number
 
 POLICIES = {
     # random horizontal flip and a shift of up to 10% (what augment=True means)
@@ -92,12 +92,10 @@ def augment_examples(images, augment="standard", framework="torch", *, n=8, seed
     name = policy(augment)
     if name is None:
         raise ConfigError(f"augment=False shows nothing; choose True or a policy: {', '.join(POLICIES)}")
-    for field, value, low in (("n", n, 1), ("seed", seed, 0)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ConfigError(f"{field}={value!r} must be a whole number >= {low}")
-    if image_size is not None and (not isinstance(image_size, int) or isinstance(image_size, bool)
-                                   or image_size < 1):
-        raise ConfigError(f"image_size={image_size!r} must be a whole number >= 1, or None to keep the size")
+    whole_number("n", n, 1)
+    whole_number("seed", seed, 0)
+    if image_size is not None:
+        whole_number("image_size", image_size, 1, ", or None to keep the size")
     given = np.asarray(images)
     batch = _one_image(given)                                # one image becomes a batch of one
     single = batch.ndim == given.ndim + 1

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from . import augment as _augment
-from .errors import ConfigError, choose
+from .errors import ConfigError, choose, whole_number
 from .schedules import SCHEDULES
 from .strategies import STRATEGIES, check_plan
 
@@ -230,8 +230,7 @@ class FineTuneConfig:
 
 
 def _positive_int(name, v):
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise ConfigError(f"{name}={v!r} must be a whole number >= 1")
+    whole_number(name, v, 1)
 
 
 def _positive_float(name, v):

@@ -21,7 +21,7 @@ import time
 
 from .config import FineTuneConfig
 from .data import DATASETS
-from .errors import ConfigError, choose
+from .errors import ConfigError, choose, whole_number
 from .models import MODELS
 from .training import Callback
 
@@ -37,8 +37,7 @@ def measure(model, dataset, config=None, *, framework="torch", subset=None, step
     choose("model", model, list(MODELS))
     choose("dataset", dataset, list(DATASETS))
     choose("framework", framework, ["torch", "tf"])
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 2:
-        raise ConfigError(f"steps={steps!r} must be a whole number >= 2 (the first step is not timed)")
+    whole_number("steps", steps, 2, " (the first step is not timed)")
     config = (config or FineTuneConfig()).replace(epochs=1, max_steps_per_epoch=steps, progress=False)
     config.validate()
     args = {"model": model, "dataset": dataset, "framework": framework, "subset": subset, "config": config.to_dict(),

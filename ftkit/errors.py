@@ -24,5 +24,13 @@ def choose(field, value, valid):
     return value
 
 
+def whole_number(field, value, low=1, hint=""):
+    """Return ``value`` if it is an int (not a bool) >= ``low``, else raise a ConfigError naming the field
+    (``hint`` is added to the message)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError(f"{field}={value!r} must be a whole number >= {low}{hint}")
+    return value
+
+
 class RunFolderError(FtkitError, ValueError):
     """A saved run folder cannot be read: the message names the file and what is wrong with it."""

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, whole_number
 
 
 def epoch_order(config, split, epoch):
@@ -98,8 +98,7 @@ def difficulty(model, data, *, folds=5, seed=0):
         raise ConfigError(f"difficulty() reads the features of the model's body, and model {model.name!r} has "
                           "no separate body; wrap_model(..., body=..., head=...) or give your own scores to "
                           "data.with_difficulty(scores)")
-    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
-        raise ConfigError(f"folds={folds!r} must be a whole number >= 2")
+    whole_number("folds", folds, 2)
     if data.modality != model.modality:
         raise DataError(f"model {model.name!r} takes {model.modality} inputs but dataset {data.name!r} "
                         f"holds {data.modality}")
