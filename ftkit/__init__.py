@@ -31,6 +31,8 @@ from .sampling import difficulty  # noqa: E402
 from .active import ActiveLearningResult, active_learning  # noqa: E402
 from . import metrics  # noqa: E402
 from . import efficiency  # noqa: E402
+from . import tasks  # noqa: E402
+from .tasks import qa  # noqa: E402
 
 __version__ = "0.1.0"
 

