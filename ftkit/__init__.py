@@ -32,6 +32,8 @@ from .active import ActiveLearningResult, active_learning  # noqa: E402
 from . import metrics  # noqa: E402
 from . import efficiency  # noqa: E402
 from .text import show_tokens  # noqa: E402
+from . import tasks  # noqa: E402
+from .tasks import qa  # noqa: E402
 
 __version__ = "0.1.0"
 

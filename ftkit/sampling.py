@@ -69,6 +69,10 @@ def check(config, data):
     if config.sampler == "balanced" and data.task != "classification":
         raise ConfigError(f"sampler='balanced' draws every class equally often, but dataset {data.name!r} is "
                           f"{data.task} (no classes); choose sampler='shuffle' or 'curriculum'")
+    if config.sampler == "curriculum" and data.task == "qa":
+        raise ConfigError(f"sampler='curriculum' orders training examples by difficulty, but dataset {data.name!r} "
+                          "is question answering, which trains on windows of the contexts, not on examples; "
+                          "choose sampler='shuffle'")
     if config.sampler == "curriculum" and data.train.difficulty is None:
         raise DataError(_NO_SCORES)
 

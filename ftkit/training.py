@@ -4,7 +4,9 @@
 then for each epoch: applies the strategy's trainable groups, runs the steps
 (per-group LRs from the schedule, gradient accumulation), evaluates on the
 validation split, records history and calls the callbacks. The backend's
-Trainer (ftkit/backends/*/train.py) does the framework-specific work.
+Trainer (ftkit/backends/*/train.py) does the framework-specific work, and the
+model's task (ftkit.tasks) says how rows are made, the loss, the predictions
+and the metrics; this loop is the same for every task.
 """
 import math
 import threading
@@ -13,14 +15,14 @@ import time
 import numpy as np
 
 from . import checkpointing as _checkpointing
-from . import metrics as _metrics
 from . import peft as _peft
 from . import sampling
 from .config import FineTuneConfig
-from .data import Dataset, checked_inputs
+from .data import Dataset, Split, checked_inputs
 from .errors import ConfigError, DataError, choose
 from .schedules import group_lrs, lr_factor, schedule_kwargs
 from .strategies import plan
+from .tasks import get as get_task
 
 _SESSION_RUNS = []
 
@@ -138,20 +140,19 @@ def check(model, data, config):
     if not isinstance(data, Dataset):
         raise DataError("data must be a ftkit Dataset (ftkit.load_dataset or Dataset.from_arrays)")
     n_groups = len(model.groups)
-    config.validate(n_groups=n_groups, num_classes=model.num_classes)
+    task = get_task(model.task)
+    config.validate(n_groups=n_groups, num_classes=model.num_classes, monitors=task.monitors)
     data.validate()
     if data.modality != model.modality:
         raise DataError(f"model {model.name!r} takes {model.modality} inputs but dataset {data.name!r} "
                         f"holds {data.modality}")
-    if model.task == "classification":
-        if data.task != "classification":
-            raise DataError(f"model {model.name!r} classifies but dataset {data.name!r} is {data.task}")
-        top = int(max(np.max(s.y) for s in data.splits.values()))
-        if top >= model.num_classes:
-            raise DataError(f"dataset {data.name!r} has label {top}, outside the model's num_classes="
-                            f"{model.num_classes} (labels must be 0..{model.num_classes - 1})")
-    elif data.task != "regression":
-        raise DataError(f"model {model.name!r} does regression but dataset {data.name!r} is {data.task}")
+    if data.task != model.task:
+        raise DataError(f"model {model.name!r} is for task {model.task!r} but dataset {data.name!r} is "
+                        f"{data.task!r}; load the model with task={data.task!r}")
+    if config.class_weights is not None and model.task != "classification":
+        raise ConfigError(f"class_weights={config.class_weights!r} weights classes, and task {model.task!r} has "
+                          "none; leave class_weights=None")
+    task.check(model, data)
     if config.dropout is not None:
         model.check_dropout(config.dropout)
     sampling.check(config, data)
@@ -239,7 +240,8 @@ def _fit(run, data, callbacks):
         run.notes.append(f"precision={config.precision!r} needs a GPU; this run uses {trainer.precision} on "
                          f"{run.device}")
     masks = plan(config, len(model.groups))
-    run.total_steps = steps_per_epoch(len(data.train), config) * config.epochs
+    n_train = trainer.rows(data.train)   # rows the task makes: examples, or QA windows
+    run.total_steps = steps_per_epoch(n_train, config) * config.epochs
     run.started_at = time.perf_counter()
     with trainer.seeded():
         if model.fresh_head:   # the new head's initial weights come from this run's seed
@@ -276,7 +278,7 @@ def _fit(run, data, callbacks):
                             f"no better {config.monitor} for {config.early_stopping} epochs")
             if run.stop_requested:
                 return _end(run, trainer, best, "stopped", f"stopped by request in epoch {epoch + 1} after "
-                            f"{record['steps']} of {steps_per_epoch(len(data.train), config)} steps")
+                            f"{record['steps']} of {steps_per_epoch(n_train, config)} steps")
         return _end(run, trainer, best, "finished", "")
 
 
@@ -316,8 +318,9 @@ def _train_epoch(run, trainer, data, epoch, mask, callbacks):
     config = run.config
     base_lrs = group_lrs(config, len(mask))
     sched = schedule_kwargs(config)
-    n_batches = batches_per_epoch(len(data.train), config)
-    bar = _progress(config, steps_per_epoch(len(data.train), config), f"epoch {epoch + 1}/{config.epochs}")
+    n_rows = trainer.rows(data.train)
+    n_batches = batches_per_epoch(n_rows, config)
+    bar = _progress(config, steps_per_epoch(n_rows, config), f"epoch {epoch + 1}/{config.epochs}")
     t0, seen, losses, micro, done = time.perf_counter(), 0, [], 0, 0
     step = len(run.history["steps"])
     guard = _SpikeGuard(config.loss_spike, run.history["steps"])
@@ -339,7 +342,7 @@ def _train_epoch(run, trainer, data, epoch, mask, callbacks):
                 run.message = (f"loss spiked to {loss:.4g} at step {step} (epoch {epoch + 1}), more than "
                                f"loss_spike={config.loss_spike} times its {what} {guard.reference:.4g}")
                 return None
-            seen += len(batch[1])
+            seen += len(batch[1])   # the targets: one row each
             losses.append(loss)
             if update:
                 rec = {"step": step, "epoch": epoch, "loss": float(np.mean(losses[-micro:])),
@@ -365,12 +368,14 @@ def _train_epoch(run, trainer, data, epoch, mask, callbacks):
 
 def _validate(run, trainer, data, record):
     """Add validation loss and metrics to the epoch record; None if they are not finite."""
-    val_loss, scores = trainer.predict(data.val)
-    if not (math.isfinite(val_loss) and np.isfinite(scores).all()):
+    val_loss, logits = trainer.predict(data.val)
+    if not (math.isfinite(val_loss) and np.isfinite(logits).all()):
         run.message = f"validation loss became {val_loss} after epoch {record['epoch'] + 1}"
         return None
     record["val_loss"] = val_loss
-    for k, v in _metrics.compute(run.model.task, data.val.y, scores).items():
+    task = get_task(run.model.task)
+    outputs = task.outputs(logits, trainer.encoded(data.val), data.val)
+    for k, v in task.metrics(data.val, outputs).items():
         if k != "confusion_matrix":
             record[f"val_{k}"] = v
     return record
@@ -431,12 +436,14 @@ def _progress(config, total, desc):
 
 
 def predict(model, data, split="test", config=None, *, head="new", batch_size=64):
-    """Scores of ``model``: class probabilities (N, classes), or predictions for regression (N,).
+    """Predictions of ``model``, one per example: class probabilities (N, classes), predictions for
+    regression (N,), or answer strings for question answering (a list).
 
-    ``data`` is a Dataset (scores of its ``split``, rows in the split's order) or raw inputs: images
+    ``data`` is a Dataset (predictions for its ``split``, in the split's order) or raw inputs: images
     (N, H, W[, C]) in 0..255 or 0..1, one image (H, W[, C]), a list of images of any sizes (each is
-    resized by the model), or a list of texts. ``head="original"`` scores with the pre-trained
-    ImageNet classifier kept beside the new head (:attr:`FTModel.original_head`).
+    resized by the model), a list of texts, or for QA a list of ``{"question", "context"}`` dicts.
+    ``head="original"`` scores with the pre-trained ImageNet classifier kept beside the new head
+    (:attr:`FTModel.original_head`).
     """
     choose("head", head, ["new", "original"])
     if head == "original" and model.original_head is None:
@@ -445,6 +452,8 @@ def predict(model, data, split="test", config=None, *, head="new", batch_size=64
     if isinstance(data, Dataset):
         return _predict(model, data, split, config, head)[1]
     config = config or FineTuneConfig(progress=False, batch_size=batch_size)
+    if model.task == "qa":
+        return _predict(model, _qa_inputs(data), "test", config)[1]
     if isinstance(data, list) and data and not isinstance(data[0], str):   # images of different sizes
         return np.concatenate([predict(model, _one_image(x), config=config, head=head) for x in data])
     if model.modality == "image" and not isinstance(data, list):
@@ -460,13 +469,24 @@ def _one_image(x):
     return x[None] if single else x
 
 
+def _qa_inputs(x):
+    """Raw QA inputs (a list of question/context dicts, or one dict) as a Dataset without answers."""
+    from .tasks.qa import check_examples
+    x = [x] if isinstance(x, dict) else x
+    check_examples(x, None, "inputs")
+    split = Split(list(x), [None] * len(x))
+    return Dataset("inputs", {"train": split, "val": split, "test": split}, task="qa", modality="text")
+
+
 def _predict(model, data, split, config, head="new"):
-    """(mean loss, scores) of ``model`` on ``data.splits[split]``."""
+    """(mean loss, predictions) of ``model`` on ``data.splits[split]``: the task's outputs (ftkit.tasks)."""
     if split not in data.splits:
         raise ConfigError(f"split={split!r} is not valid; choose one of: {', '.join(data.splits)}")
     trainer = model.backend.train.Trainer(model, config or FineTuneConfig(progress=False))
     trainer.set_trainable(model.trainable_mask())
-    return trainer.predict(data.splits[split], head=model.original_head if head == "original" else None)
+    s = data.splits[split]
+    loss, logits = trainer.predict(s, head=model.original_head if head == "original" else None)
+    return loss, get_task(model.task).outputs(logits, trainer.encoded(s), s)
 
 
 def device_info(framework="torch", config=None):
@@ -478,6 +498,7 @@ def device_info(framework="torch", config=None):
 
 
 def evaluate(model, data, split="test", config=None):
-    """Metrics of ``model`` on one split: classification or regression, computed with scikit-learn."""
-    loss, scores = _predict(model, data, split, config)
-    return {"loss": loss, **_metrics.compute(model.task, data.splits[split].y, scores)}
+    """The loss and the task's metrics of ``model`` on one split: classification and regression with
+    scikit-learn; question answering with SQuAD's exact match and F1 (ftkit.tasks)."""
+    loss, outputs = _predict(model, data, split, config)
+    return {"loss": loss, **get_task(model.task).metrics(data.splits[split], outputs)}

@@ -104,7 +104,7 @@ def test_lora_defaults_to_the_pointwise_convolutions(framework, digits):
 def test_flowers102_offline_falls_back_to_fashion_mnist(capsys):
     data = ftkit.load_dataset("flowers102", source="offline")
     assert data.name == "fashion_mnist" and data.num_classes == 10
-    assert data.source.startswith("Fashion-MNIST, the offline fallback")
+    assert data.source.endswith("the offline fallback for 'flowers102', which needs the network")
     assert "offline fallback" in capsys.readouterr().out
 
 

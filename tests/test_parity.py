@@ -83,9 +83,35 @@ def test_losses_match_torch():
     logits = rng.normal(size=(16, 4)).astype(np.float32) * 3
     y = rng.integers(0, 4, size=16)
     w = np.array([0.5, 1.0, 2.0, 3.0], np.float32)
-    from ftkit.backends.tf.train import _per_sample_loss, _reduce
-    got = float(_reduce(tuple(w), _per_sample_loss("classification", 0.1, logits, y), y))
+    from ftkit.backends.tf.train import _reduce, per_row_loss
+    got = float(_reduce(tuple(w), per_row_loss("cross_entropy", logits, y, 0.1), y))
     per = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y), reduction="none", label_smoothing=0.1)
     tw = torch.from_numpy(w)[torch.from_numpy(y)]
     want = float((per * tw).sum() / tw.sum())
     assert got == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_per_row_losses_over_positions_match_across_backends(smoothing):
+    """The task seam's cross-entropy over the last axis for targets with positions (QA: start and end over
+    the tokens, (N, 2, tokens); with IGNORE where a position has no target): each row's loss is the mean
+    over its kept positions, the same in both backends, and equal to the hand-computed value."""
+    import torch
+    from ftkit.backends.tf.train import per_row_loss as tf_loss
+    from ftkit.backends.torch.train import per_row_loss as torch_loss
+    from ftkit.tasks import IGNORE
+    rng = np.random.default_rng(1)
+    logits = (rng.normal(size=(5, 2, 12)) * 2).astype(np.float32)
+    y = rng.integers(0, 12, size=(5, 2))
+    y[1, 1] = IGNORE
+    y[3] = IGNORE   # a row without targets: loss 0, not NaN
+    a = tf_loss("cross_entropy", logits, y, smoothing).numpy()
+    b = torch_loss("cross_entropy", torch.from_numpy(logits), torch.from_numpy(y), smoothing).numpy()
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    want = []
+    for r in range(5):
+        kept = [(k, y[r, k]) for k in range(2) if y[r, k] != IGNORE]
+        terms = [-(1 - smoothing) * logp[r, k, t] - smoothing * logp[r, k].mean() for k, t in kept]
+        want.append(np.mean(terms) if terms else 0.0)
+    np.testing.assert_allclose(a, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b, want, rtol=1e-5, atol=1e-6)

@@ -2,10 +2,19 @@
 
 ``ftkit/backends/torch/`` and ``ftkit/backends/tf/`` each have the same modules
 with the same function names; everything framework-neutral (strategies,
-schedules, the training loop, configs, metrics) lives above them in ``ftkit/``.
+schedules, the training loop, configs, metrics, tasks) lives above them in ``ftkit/``.
+
+The task seam (ftkit.tasks). A task (classification, regression, qa, ...) is framework-neutral: it
+encodes a split into NumPy rows (``Encoded``: inputs, targets, meta), names its per-row loss
+(``"cross_entropy"`` over the last axis, or ``"mse"``), turns logits into predictions and computes
+its metrics. A backend supplies the model side only: ``models.build(..., task=...)`` makes a network
+whose logits fit the task's loss, ``data.from_encoded`` makes tensors of the rows, ``train.per_row_loss``
+computes the named losses and ``Trainer.predict`` returns plain logits. A new task therefore needs
+a Task subclass and a builder per backend; the training loop (ftkit.training) and these Trainers
+do not change.
 
 ``models.py``
-    ``build(name, num_classes, *, dropout, pretrained, image_size, max_length) -> dict`` with keys
+    ``build(name, num_classes, *, task, dropout, pretrained, image_size, max_length, stride) -> dict`` with keys
     ``native`` (nn.Module / keras.Model mapping a prepared batch to logits),
     ``body`` and ``head`` (the parts that ``feature_extraction`` splits at),
     ``groups`` (list of ``(name, [modules or layers])``, input to output, the head last),
@@ -25,18 +34,23 @@ schedules, the training loop, configs, metrics) lives above them in ``ftkit/``.
     (resize, channels, normalisation, augmentation; channels_last in torch);
     ``augment_images(x, augment[, seed])`` applies an ftkit.augment policy with torchvision v2 / Keras
     layers, and ``augment_examples(x, augment, n, seed, image_size)`` shows it (ftkit.augment_examples);
-    ``raw_loader(split, batch_size, shuffle)`` gives a native DataLoader / tf.data.Dataset.
+    ``raw_loader(split, batch_size, shuffle)`` gives a native DataLoader / tf.data.Dataset;
+    ``from_encoded(model, encoded[, device])`` makes tensors of a task's rows (``to_tensors(model, split)``
+    encodes the split with the model's task first); token arrays keep transformers' names in torch and
+    take keras-hub's in TensorFlow.
 ``train.py``
     ``describe(config)`` -> ``{"device", "name", "precision"}`` (what ``ftkit.device_info`` reports);
     ``Trainer(model, config, class_weights)`` with ``device``, ``precision``, ``notes`` (messages for the
     run), ``seeded()`` (a context in which every random draw comes from ``config.seed`` and after which
     the global random state is as before), ``set_trainable(mask)``,
-    ``set_lrs(lrs)``, ``batches(split, shuffle, seed, order)`` (``order``: the indices to read, from
+    ``set_lrs(lrs)``, ``encoded(split)`` (the task's rows of a split, made once) and ``rows(split)``,
+    ``batches(split, shuffle, seed, order)`` (``order``: the row indices to read, from
     ftkit.sampling; None keeps the seeded shuffle), ``train_step(batch, update) -> loss``,
-    ``train_metrics()`` (training accuracy since the last call), ``discard_grads()``,
-    ``predict(split) -> (loss, scores)``, ``get_weights()``, ``set_weights(snapshot)``,
+    ``train_metrics()`` (training accuracy since the last call, for tasks that count it),
+    ``discard_grads()``, ``predict(split) -> (loss, logits)`` (the task makes predictions of the
+    logits), ``get_weights()``, ``set_weights(snapshot)``,
     ``cache_features(splits)``, ``body_features(split)`` (the body's features as a NumPy array) and
-    ``trainable_params()``.
+    ``trainable_params()``; ``per_row_loss(kind, logits, y, label_smoothing)`` (a task's loss, per row).
 ``io.py``
     ``save_weights(model, path, parts=None)`` and ``load_weights(model, path, parts=None)`` with
     safetensors (never pickle); ``parts`` (ftkit.peft.saved_parts) keeps only what a peft run changed.

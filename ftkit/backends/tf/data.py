@@ -12,26 +12,33 @@ import numpy as np
 
 from ... import _frameworks
 from ...augment import POLICIES, policy
-from ...text import tokenize
+from ...tasks import get as get_task
 
 tf = _frameworks.tensorflow()
 import keras  # noqa: E402
 
 
-def to_tensors(model, split):
-    """A split's inputs as host arrays: uint8 images (N, H, W, C) or a dict of int32 token arrays.
+# transformers' names for token arrays (ftkit.tasks) -> keras-hub's
+KERAS_HUB_NAMES = {"input_ids": "token_ids", "attention_mask": "padding_mask", "token_type_ids": "segment_ids"}
 
-    Token arrays use keras-hub's names: ``token_ids`` and ``padding_mask``.
-    """
-    if model.modality == "text":
-        tok = tokenize(model, split.x)
-        x = {"token_ids": tok["input_ids"].astype(np.int32), "padding_mask": tok["attention_mask"].astype(np.int32)}
+
+def to_tensors(model, split):
+    """A split's inputs and targets as host arrays (see :func:`from_encoded`), encoded by the model's task."""
+    return from_encoded(model, get_task(model.task).encode(model, split))
+
+
+def from_encoded(model, encoded):
+    """Rows of a split (ftkit.tasks.Encoded) as host arrays: uint8 images (N, H, W, C) or a dict of
+    int32 token arrays with keras-hub's names (``token_ids``, ``padding_mask``, ``segment_ids``), and
+    the targets."""
+    if isinstance(encoded.inputs, dict):
+        x = {KERAS_HUB_NAMES.get(k, k): np.asarray(v, dtype=np.int32) for k, v in encoded.inputs.items()}
     elif model.modality == "tabular":
-        x = np.asarray(split.x, dtype=np.float32)
+        x = np.asarray(encoded.inputs, dtype=np.float32)
     else:
-        arr = np.asarray(split.x)
+        arr = np.asarray(encoded.inputs)
         x = np.ascontiguousarray(arr[..., None] if arr.ndim == 3 else arr)
-    return x, np.asarray(split.y)
+    return x, np.asarray(encoded.targets)
 
 
 def take(x, idx):

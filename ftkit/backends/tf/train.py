@@ -20,6 +20,7 @@ import numpy as np
 
 from ... import _frameworks
 from ...errors import ConfigError
+from ...tasks import IGNORE, get as get_task
 from . import data as tdata
 from . import models
 from .io import named_weights
@@ -212,15 +213,24 @@ def _gradient(tape, target, variables, statistics):
     return grads
 
 
-def _per_sample_loss(task, label_smoothing, logits, y):
+def per_row_loss(kind, logits, y, label_smoothing=0.0):
+    """Each row's loss (float32), for a task's ``loss`` (ftkit.tasks): ``"cross_entropy"`` over the last
+    axis of ``logits`` (N, ..., C) with targets ``y`` (N, ...), the mean over a row's targets that are not
+    IGNORE; ``"mse"``: the squared error of the one output (N, 1) against ``y`` (N,)."""
     logits = tf.cast(logits, tf.float32)
-    if task == "regression":
+    if kind == "mse":
         return tf.square(tf.squeeze(logits, -1) - tf.cast(y, tf.float32))
+    y = tf.cast(y, tf.int32)
+    kept = tf.not_equal(y, IGNORE)
     logp = tf.nn.log_softmax(logits)
-    nll = -tf.gather(logp, tf.cast(y, tf.int32), batch_dims=1)
+    nll = -tf.gather(logp, tf.where(kept, y, 0), batch_dims=len(y.shape))
     if label_smoothing:  # torch's label_smoothing: (1 - eps) * NLL + eps * mean over classes of -log p
-        return (1 - label_smoothing) * nll - label_smoothing * tf.reduce_mean(logp, -1)
-    return nll
+        nll = (1 - label_smoothing) * nll - label_smoothing * tf.reduce_mean(logp, -1)
+    if len(y.shape) == 1:
+        return nll
+    kept = tf.cast(tf.reshape(kept, [tf.shape(y)[0], -1]), tf.float32)
+    nll = tf.reshape(nll, [tf.shape(y)[0], -1])
+    return tf.reduce_sum(nll * kept, 1) / tf.maximum(tf.reduce_sum(kept, 1), 1.0)
 
 
 def _reduce(class_weights, per_sample, y):
@@ -240,6 +250,7 @@ class Trainer:
 
     def __init__(self, model, config, class_weights=None):
         self.model, self.config = model, config
+        self.task = get_task(model.task)
         self.net = model.native
         self.device = pick_device(config.device)
         self.precision = pick_precision(config.precision, self.device)
@@ -307,10 +318,23 @@ class Trainer:
 
     # -- data --------------------------------------------------------------------------------------------
     def _tensors(self, split):
+        return self._encoded(split)[2:]
+
+    def _encoded(self, split):
+        """(split, its rows from the task, their input arrays, their targets), made once per split."""
         key = id(split)
         if key not in self._cache:
-            self._cache[key] = (split, *tdata.to_tensors(self.model, split))
-        return self._cache[key][1:]
+            encoded = self.task.encode(self.model, split)
+            self._cache[key] = (split, encoded, *tdata.from_encoded(self.model, encoded))
+        return self._cache[key]
+
+    def encoded(self, split):
+        """The task's rows of ``split`` (ftkit.tasks.Encoded): what ``batches`` reads and ``predict`` scores."""
+        return self._encoded(split)[1]
+
+    def rows(self, split):
+        """How many rows ``batches`` reads from ``split`` in one pass (examples, or QA windows)."""
+        return len(self.encoded(split))
 
     def cache_features(self, splits):
         """feature_extraction: run the frozen body once over each split; later steps train only the head."""
@@ -388,7 +412,8 @@ class Trainer:
         in the step key, never this Trainer (so a cached step holds no run's data)."""
         model, rt, cfg = self.model, self.rt, self.config
         features = self.features is not None
-        task, smoothing, augment, class_weights = model.task, cfg.label_smoothing, cfg.augment, self.class_weights
+        kind, counts, smoothing = self.task.loss, self.task.counts_correct, cfg.label_smoothing
+        augment, class_weights = cfg.augment, self.class_weights
         grad_accum, clip_norm, l2sp = cfg.grad_accum, cfg.clip_norm, cfg.l2sp
         optimizers = self._optimizers
         # (group index, [(variable, accumulator)]) of every group that trains now
@@ -409,8 +434,8 @@ class Trainer:
         def losses(x, y, seed):
             """The batch loss, and what is differentiated (L2-SP added); counts correct answers on the device."""
             logits = _forward(model, x, train=True, features=features, augment=augment, seed=seed, body=body)
-            loss = _reduce(class_weights, _per_sample_loss(task, smoothing, logits, y), y)
-            if task == "classification":   # no extra sync per step
+            loss = _reduce(class_weights, per_row_loss(kind, logits, y, smoothing), y)
+            if counts:   # no extra sync per step
                 hits = tf.equal(tf.argmax(logits, -1), tf.cast(y, tf.int64))
                 correct.assign_add(tf.reduce_sum(tf.cast(hits, tf.int64)))
             total = loss
@@ -502,7 +527,7 @@ class Trainer:
     def train_metrics(self):
         """Training accuracy since the last call (classification), then reset."""
         out = {"train_accuracy": int(self.rt.correct.numpy()) / self._seen} \
-            if self._seen and self.model.task == "classification" else {}
+            if self._seen and self.task.counts_correct else {}
         self.rt.correct.assign(0)
         self._seen = 0
         return out
@@ -513,21 +538,21 @@ class Trainer:
                 a.assign(tf.zeros_like(a))
 
     def predict(self, split, head=None):
-        """Mean loss and scores (class probabilities, or predictions for regression) over a split.
+        """Mean loss and the logits of every row of a split (float32 NumPy; the task turns them into
+        predictions: ftkit.tasks).
 
         ``head`` replaces the model's head (the original ImageNet classifier, see FTModel.original_head)."""
         model, features = self.model, self.features is not None
-        task, smoothing = model.task, self.config.label_smoothing
+        kind, smoothing = self.task.loss, self.config.label_smoothing
 
         def make():
             def forward(x, y):
                 logits = tf.cast(_forward(model, x, train=False, features=features, head=head), tf.float32)
-                out = tf.squeeze(logits, -1) if task == "regression" else tf.nn.softmax(logits, -1)
-                return _per_sample_loss(task, smoothing, logits, y), out
+                return per_row_loss(kind, logits, y, smoothing), logits
             return _Traced(forward, self.rt.counter)
 
         # training=False: independent of the mask and of dropout
-        key = ("predict", features, task, smoothing, self.precision, None if head is None else id(head))
+        key = ("predict", features, kind, smoothing, self.precision, None if head is None else id(head))
         forward, _ = self.rt.get(key, make)
         losses, scores = [], []
         with tf.device(self._tf_device):

@@ -14,28 +14,34 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from ...augment import POLICIES, policy
-from ...text import tokenize
+from ...tasks import get as get_task
 
 
 RESIDENT_BYTES = 2 << 30  # a split smaller than this lives on the GPU for the whole run
 
 
 def to_tensors(model, split, device):
-    """A split's inputs and labels as tensors: uint8 images (N, C, H, W) or a dict of token tensors.
+    """A split's inputs and targets as tensors (see :func:`from_encoded`), encoded by the model's task."""
+    return from_encoded(model, get_task(model.task).encode(model, split), device)
+
+
+def from_encoded(model, encoded, device):
+    """Rows of a split (ftkit.tasks.Encoded) as tensors: uint8 images (N, C, H, W) or a dict of token
+    tensors, and the targets.
 
     On a GPU a small split (every built-in dataset) is copied to the device once, so batches are
     sliced there with no copy at all; a larger one stays in pinned CPU memory and each batch is
     copied without blocking.
     """
-    if model.modality == "text":
-        x = {k: torch.from_numpy(v.astype(np.int64)) for k, v in tokenize(model, split.x).items()}
+    if isinstance(encoded.inputs, dict):
+        x = {k: torch.from_numpy(np.asarray(v, dtype=np.int64)) for k, v in encoded.inputs.items()}
     elif model.modality == "tabular":
-        x = torch.from_numpy(np.asarray(split.x, dtype=np.float32))
+        x = torch.from_numpy(np.asarray(encoded.inputs, dtype=np.float32))
     else:
-        arr = np.asarray(split.x)
+        arr = np.asarray(encoded.inputs)
         arr = arr[..., None] if arr.ndim == 3 else arr
         x = torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2)))
-    y = torch.from_numpy(np.asarray(split.y))
+    y = torch.from_numpy(np.asarray(encoded.targets))
     if device.type == "cuda":
         parts = list(x.values()) if isinstance(x, dict) else [x]
         if sum(t.numel() * t.element_size() for t in parts) < RESIDENT_BYTES:

