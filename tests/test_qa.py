@@ -248,3 +248,16 @@ def test_fine_tuning_minilm_on_the_offline_set_raises_f1_well_above_the_untraine
     print(run.steps_done, before, after)
     assert run.steps_done == 200
     assert before["f1"] < 0.15 and after["f1"] > before["f1"] + 0.3, (before, after)
+
+
+def test_the_live_view_plots_a_qa_run_with_its_own_metrics():
+    pytest.importorskip("anywidget")
+    from ftkit_widgets import LiveView
+    model = ftkit.load_model("minilm", task="qa", max_length=64, verbose=False)
+    run = ftkit.finetune(model, story_data(), epochs=2, batch_size=8, max_steps_per_epoch=1, progress=False)
+    fig = LiveView.figure(run)
+    assert "loss (start and end cross-entropy)" in [ax.get_ylabel() for ax in fig.axes]
+    metric = [ax for ax in fig.axes if ax.get_title() == "validation metrics"][0]
+    assert {line.get_label() for line in metric.get_lines()} == {"exact match", "F1 (SQuAD)"}
+    assert [list(line.get_ydata()) for line in metric.get_lines()] == \
+        [[e["val_exact_match"] for e in run.history["epochs"]], [e["val_f1"] for e in run.history["epochs"]]]

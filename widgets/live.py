@@ -203,7 +203,8 @@ class LiveView(widgets.VBox, ftkit.Callback):
         else:
             ax_metric.set_ylabel("score (0-1)")
             ax_metric.set_ylim(*ACCURACY_YLIM)
-            for key, label, fmt in (("val_accuracy", "accuracy", "o-"), ("val_f1_macro", "F1 (macro)", "s--")):
+            for key, label, fmt in (("val_accuracy", "accuracy", "o-"), ("val_f1_macro", "F1 (macro)", "s--"),
+                                    ("val_exact_match", "exact match", "^-"), ("val_f1", "F1 (SQuAD)", "d--")):
                 if epochs and key in epochs[0]:
                     ax_metric.plot(numbers, [e[key] for e in epochs], fmt, label=label)
         if epochs:
