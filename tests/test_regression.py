@@ -32,7 +32,7 @@ def test_a_regression_head_learns_the_digit_value(framework, digits, tmp_path):
     assert "val_r2" in run.history["epochs"][-1]
     pred = model.predict(data.test.x[:5])
     assert pred.shape == (5,) and np.all(np.isfinite(pred))
-    with pytest.raises(ConfigError, match="does regression"):
+    with pytest.raises(ConfigError, match=r"is for task 'regression' \(no classes\)"):
         model.top_k(data.test.x[:2])
     saved = ftkit.load_run(run.save(str(tmp_path / "run")))   # a regression run loads back as one
     assert saved.model.task == "regression"
