@@ -418,8 +418,15 @@ def _inside(a, lo, hi, bounds, where, what):
 
 def checked_inputs(x, *, task="classification", modality="image", name="inputs"):
     """Raw inputs (no labels) as a Dataset whose train, val and test are one Split: checked and put on the
-    0..255 scale like any dataset's, with placeholder labels. Prediction and analysis read ``.test``."""
-    split = Split(x, np.zeros(len(x), dtype=np.float32 if task == "regression" else np.int64))
+    0..255 scale like any dataset's, with placeholder labels. Prediction and analysis read ``.test``.
+    For ``task="qa"``, ``x`` is one ``{"question", "context"}`` dict or a list of them (answers: None)."""
+    if task == "qa":
+        from .tasks.qa import check_examples
+        x = [x] if isinstance(x, dict) else x
+        check_examples(x, None, name)   # first: a value that is not a list gets its own message
+        split = Split(list(x), [None] * len(x))
+    else:
+        split = Split(x, np.zeros(len(x), dtype=np.float32 if task == "regression" else np.int64))
     return Dataset(name, {"train": split, "val": split, "test": split}, task=task, modality=modality)
 
 

@@ -18,7 +18,7 @@ from . import checkpointing as _checkpointing
 from . import peft as _peft
 from . import sampling
 from .config import FineTuneConfig
-from .data import Dataset, Split, checked_inputs
+from .data import Dataset, checked_inputs
 from .errors import ConfigError, DataError, choose
 from .schedules import group_lrs, lr_factor, schedule_kwargs
 from .strategies import plan
@@ -453,7 +453,7 @@ def predict(model, data, split="test", config=None, *, head="new", batch_size=64
         return _predict(model, data, split, config, head)[1]
     config = config or FineTuneConfig(progress=False, batch_size=batch_size)
     if model.task == "qa":
-        return _predict(model, _qa_inputs(data), "test", config)[1]
+        return _predict(model, checked_inputs(data, task="qa", modality="text"), "test", config)[1]
     if isinstance(data, list) and data and not isinstance(data[0], str):   # images of different sizes
         return np.concatenate([predict(model, _one_image(x), config=config, head=head) for x in data])
     if model.modality == "image" and not isinstance(data, list):
@@ -467,15 +467,6 @@ def _one_image(x):
     x = np.asarray(x)
     single = x.ndim == 2 or (x.ndim == 3 and x.shape[-1] in (1, 3))
     return x[None] if single else x
-
-
-def _qa_inputs(x):
-    """Raw QA inputs (a list of question/context dicts, or one dict) as a Dataset without answers."""
-    from .tasks.qa import check_examples
-    x = [x] if isinstance(x, dict) else x
-    check_examples(x, None, "inputs")
-    split = Split(list(x), [None] * len(x))
-    return Dataset("inputs", {"train": split, "val": split, "test": split}, task="qa", modality="text")
 
 
 def _predict(model, data, split, config, head="new"):

@@ -25,6 +25,7 @@ A new task subclasses :class:`Task`, registers in ``TASKS`` and gets a builder p
 stays as it is.
 """
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -72,12 +73,17 @@ class Task:
 
 
 def get(name):
-    """The task called ``name`` (classification, regression or qa)."""
-    from .classification import Classification, Regression
-    from .qa import QuestionAnswering
-    tasks = {"classification": Classification(), "regression": Regression(), "qa": QuestionAnswering()}
+    """The task called ``name`` (classification, regression or qa); tasks hold no state, so one of each serves."""
+    tasks = _tasks()
     choose("task", name, list(tasks))
     return tasks[name]
+
+
+@lru_cache(maxsize=1)
+def _tasks():
+    from .classification import Classification, Regression
+    from .qa import QuestionAnswering
+    return {"classification": Classification(), "regression": Regression(), "qa": QuestionAnswering()}
 
 
 NAMES = ("classification", "regression", "qa")

