@@ -14,12 +14,9 @@ ftkit starts from the raw uint8 28x28 images and does that work itself. ftkit
 is timed on the second epoch of a two-epoch run; the others after a warm-up of
 three steps (TensorFlow traces its step function then).
 """
-import argparse
-import json
-import os
-import subprocess
-import sys
 import time
+
+import _harness
 
 CONTENDERS = ["plain_nchw", "plain_channels_last", "ftkit_torch", "lightning", "hf_trainer", "plain_tf",
               "keras_fit", "ftkit_tf"]
@@ -257,33 +254,8 @@ def one(name, args):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=512, help="training images (one epoch)")
-    p.add_argument("--size", type=int, default=64, help="image size the network sees")
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=1, help="runs per contender; the best is kept")
-    p.add_argument("--only", default=",".join(CONTENDERS))
-    p.add_argument("--one", help=argparse.SUPPRESS)
-    args = p.parse_args()
-    if args.one:
-        print(json.dumps({"samples_per_sec": one(args.one, args)}))
-        return
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    results = {}
-    for name in args.only.split(","):
-        best = 0.0
-        for _ in range(args.repeats):
-            cmd = [sys.executable, __file__, "--one", name, "--n", str(args.n), "--size", str(args.size),
-                   "--batch", str(args.batch)]
-            r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            line = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
-            if r.returncode or not line:
-                print(f"{name}: failed\n{r.stderr[-1500:]}", file=sys.stderr)
-                break
-            best = max(best, json.loads(line[-1])["samples_per_sec"])
-        if best:
-            results[name] = best
-            print(f"{name:<22}{best:10.1f} samples/s", flush=True)
+    args, results = _harness.main(__file__, __doc__, CONTENDERS, one, n=512, size=64, batch=64, what="images",
+                                  width=22)
     base = results.get("plain_nchw")
     best_torch = max(results.get("plain_nchw", 0), results.get("plain_channels_last", 0))
     best_tf = results.get("plain_tf", 0)
@@ -293,8 +265,7 @@ def main():
         r1 = f"{v / base:.2f}x" if base else "-"
         r2 = f"{v / own:.2f}x" if own else "-"
         print(f"{name:<22}{v:10.1f}{r1:>14}{r2:>36}")
-    import platform
-    print(f"\n{args.n} images, {args.size} px, batch {args.batch}, best of {args.repeats}; {platform.processor() or platform.machine()}")
+    print("\n" + _harness.machine(args, "images"))
 
 
 if __name__ == "__main__":

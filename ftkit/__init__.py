@@ -32,6 +32,7 @@ from .active import ActiveLearningResult, active_learning  # noqa: E402
 from . import metrics  # noqa: E402
 from . import efficiency  # noqa: E402
 from .text import show_tokens  # noqa: E402
+from .boxes import show_anchors, show_detections  # noqa: E402
 from . import tasks  # noqa: E402
 from .tasks import qa  # noqa: E402
 
@@ -49,4 +50,4 @@ __all__ = ["FineTuneConfig", "DATASETS", "Dataset", "Split", "load_dataset", "Co
            "STRATEGIES", "suggest_strategy", "Callback", "Run", "device_info", "evaluate", "finetune", "predict",
            "session_runs", "profile", "notebook", "analysis", "sampling", "difficulty", "ActiveLearningResult",
            "active_learning", "peft", "augment", "augment_examples", "metrics",
-           "efficiency", "show_tokens"]
+           "efficiency", "show_tokens", "show_anchors", "show_detections"]

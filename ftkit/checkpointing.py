@@ -29,7 +29,7 @@ def check(model, config):
     """Refuse ``grad_checkpointing=True`` where it cannot work or would change nothing (before training)."""
     if not config.grad_checkpointing:
         return
-    masks = plan(config, len(model.groups))
+    masks = plan(config, len(model.groups), model.new_groups)
     if not any(any(mask[:-1]) for mask in masks):
         raise ConfigError(
             f"grad_checkpointing=True recomputes the body groups that train, but strategy={config.strategy!r} "

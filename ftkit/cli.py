@@ -66,8 +66,8 @@ def cmd_finetune(args):
     data = ftkit.load_dataset(args.data)
     if args.subset:
         data = data.subset(args.subset)
-    model = ftkit.load_model(args.model, framework=args.framework, num_classes=data.num_classes,
-                             image_size=args.image_size)
+    head = ftkit.models.head_for(data)   # the task, classes (and a detector's image side) the data needs
+    model = ftkit.load_model(args.model, framework=args.framework, **{"image_size": args.image_size, **head})
     print(f"ftkit: {data}")
     if config.sampler == "curriculum":   # easy first: score each training example with the pre-trained model
         data = data.with_difficulty(ftkit.difficulty(model, data, seed=config.seed))
@@ -75,14 +75,18 @@ def cmd_finetune(args):
 
     class Printer(ftkit.Callback):
         def on_epoch_end(self, run, r):
+            scores = "  ".join(f"{k} {r[k]:.4f}" for k in ("val_accuracy", "val_f1", "val_exact_match", "val_map50",
+                                                            "val_map", "val_r2") if k in r)
             print(f"epoch {r['epoch'] + 1}: train_loss {r['train_loss']:.4f}  val_loss {r['val_loss']:.4f}  "
-                  f"val_accuracy {r.get('val_accuracy', float('nan')):.4f}  trainable {r['trainable_params']:,}  "
+                  f"{scores}  trainable {r['trainable_params']:,}  "
                   f"{r['samples_per_sec']:.1f} samples/s  {r['wall_time']:.1f}s", flush=True)
 
     run = ftkit.finetune(model, data, config, callbacks=[Printer()])
     test = ftkit.evaluate(model, data, "test", config)
     run.test_metrics = test
-    print(f"test: accuracy {test.get('accuracy', float('nan')):.4f}  f1_macro {test.get('f1_macro', float('nan')):.4f}"
+    shown = [k for k in ("accuracy", "f1_macro", "exact_match", "f1", "map50", "map", "mean_iou", "rmse", "r2")
+             if k in test]
+    print("test: " + "  ".join(f"{k} {test[k]:.4f}" for k in shown) +
           f"  ({run.status}{': ' + run.message if run.message else ''})")
     out = args.out or os.path.join("runs", f"{args.model}-{args.data}-{run.framework}-{time.strftime('%Y%m%d-%H%M%S')}")
     run.save(out)

@@ -19,7 +19,7 @@ PEFTS = (None, "lora", "bitfit")
 SAMPLERS = ("shuffle", "balanced", "curriculum")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
-MONITORS = ("val_loss", "val_accuracy", "val_exact_match", "val_f1")   # val_loss, or a task's (ftkit.tasks)
+MONITORS = ("val_loss", "val_accuracy", "val_exact_match", "val_f1", "val_map50", "val_map", "val_mean_iou")   # val_loss, or a task's (ftkit.tasks)
 
 
 @dataclass

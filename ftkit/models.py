@@ -33,6 +33,7 @@ MODELS = {
     "bert-base-uncased": ("text", "online", "BERT base, uncased (Hugging Face / keras-hub)"),
 }
 OFFLINE_MODELS = [k for k, v in MODELS.items() if v[1] == "offline"]
+DETECTION_BACKBONES = ("mobilenet_v2",)   # task="detection": RetinaNet on these (ftkit.tasks.detection)
 MOBILENET_SHA256_PREFIX = "b0353104"
 EFFICIENTNET_LITE0_SHA256_PREFIX = "57934424"
 # EfficientNet-Lite0's 16 MBConv blocks: (in channels, out channels, kernel, stride, expansion), seven stages
@@ -53,7 +54,7 @@ class FTModel:
     """A native model plus what fine-tuning needs to know about it."""
 
     def __init__(self, name, framework, native, groups, input_spec, *, body=None, head=None, num_classes=None,
-                 task="classification", source="in memory", class_names=None, original_head=None):
+                 task="classification", source="in memory", class_names=None, original_head=None, new=None):
         self.name, self.framework, self.native = name, framework, native
         self.groups = [g if isinstance(g, LayerGroup) else LayerGroup(*g) for g in groups]
         if not self.groups:
@@ -65,6 +66,8 @@ class FTModel:
         self.class_names = list(class_names) if class_names is not None else None
         # the pre-trained ImageNet classifier, kept beside the new head and never trained (None when absent)
         self.original_head = original_head
+        # the modules or layers with no pre-trained weights, which init_head initialises (None: the head)
+        self.new_members = list(new) if new is not None else None
         self.runtime = {}         # what a backend keeps between runs (TensorFlow: traced steps)
         self.pretrained = None    # True when load_model gave pre-trained weights (None: a wrapped model)
         self.lora = None          # LoRA adapters added by a run with peft="lora": rank, alpha, targets, paths
@@ -110,8 +113,22 @@ class FTModel:
         self.backend.models.set_dropout_rate(self.head_members, float(rate))
 
     def init_head(self, seed):
-        """Initialise the new head's weights from ``seed`` (what the first run does to a fresh head)."""
-        self.backend.models.init_layers(self.head_members, seed)
+        """Initialise the new head's weights from ``seed`` (what the first run does to a fresh head); a
+        detector's feature pyramid is new too, and initialised with it."""
+        self.backend.models.init_layers(self.new_members or self.head_members, seed)
+
+    @property
+    def new_groups(self):
+        """How many of the last groups are new, with no pre-trained weights (1, the head; a detector: 2, its
+        feature pyramid and its heads): every strategy trains them (ftkit.strategies)."""
+        if not self.new_members:
+            return 1
+        new, n = {id(m) for m in self.new_members}, 0
+        for g in reversed(self.groups):
+            if not g.members or not all(id(m) in new for m in g.members):
+                break
+            n += 1
+        return max(n, 1)
 
     @property
     def has_original_head(self):
@@ -197,7 +214,7 @@ class FTModel:
         if not isinstance(config, FineTuneConfig):
             raise ConfigError(f"summary(config={config!r}): give a FineTuneConfig or a strategy name")
         config.validate(n_groups=len(self.groups))
-        mask = plan(config, len(self.groups))[0]
+        mask = plan(config, len(self.groups), self.new_groups)[0]
         rows = [f"{'group':<14}{'params':>12}  strategy={config.strategy!r}, epoch 1"]
         for g, n, t in zip(self.groups, counts, mask):
             rows.append(f"{g.name:<14}{n:>12,}  {'trains in epoch 1' if t else 'frozen'}")
@@ -221,6 +238,11 @@ def load_model(name, framework="torch", num_classes=None, *, task="classificatio
     ``task="regression"``: a new head with one output, one number per input, trained with the mean
     squared error and evaluated with MSE, RMSE, MAE and R² (leave ``num_classes`` None, or 1). Scale
     the targets to about unit size (e.g. standardise them): the new head starts near 0.
+
+    ``task="detection"`` (``mobilenet_v2``): a RetinaNet detector of ``num_classes`` classes on the
+    pre-trained MobileNetV2 (PyTorch: torchvision's RetinaNet; TensorFlow: keras-hub's), with groups stem,
+    blocks_2_6, blocks_7_13, blocks_14_18, neck (the new feature pyramid) and head (the new class and box
+    heads); ``image_size`` (default 128) is the side of the square images it takes (ftkit.tasks.detection).
 
     ``task="qa"`` (text models): extractive question answering, a new span head giving a start and an
     end logit per token (PyTorch: transformers' AutoModelForQuestionAnswering; TensorFlow: keras-hub's
@@ -259,6 +281,17 @@ def load_model(name, framework="torch", num_classes=None, *, task="classificatio
             raise ConfigError(f"stride={stride} must be less than half of max_length={max_length}")
     elif stride is not None:
         raise ConfigError(f"stride={stride!r} applies to task='qa' (windows over long contexts); leave it None")
+    if task == "detection":
+        if name not in DETECTION_BACKBONES:
+            raise ConfigError(f"task='detection' is built on {', '.join(DETECTION_BACKBONES)}; got model {name!r}")
+        if num_classes is None:
+            raise ConfigError("task='detection' needs num_classes: the number of object classes (without "
+                              "background), e.g. load_model('mobilenet_v2', task='detection', num_classes=10)")
+        image_size = whole_number("image_size", 128 if image_size is None else image_size, 32)
+        if image_size % 32:   # the pyramid doubles the stride-32 map to meet the stride-16 one
+            raise ConfigError(f"image_size={image_size}: a detector takes sides that are multiples of 32 (its "
+                              "feature pyramid doubles each coarser map to meet the finer one); use "
+                              f"image_size={32 * round(image_size / 32)} and pad the images with black")
     if task == "regression":
         if num_classes not in (None, 1):
             raise ConfigError(f"num_classes={num_classes!r}: a regression model has one output; leave "
@@ -280,12 +313,22 @@ def load_model(name, framework="torch", num_classes=None, *, task="classificatio
     model = FTModel(name, fw, parts["native"], parts["groups"], parts["input_spec"], body=parts.get("body"),
                     head=parts.get("head"), num_classes=None if task == "qa" else num_classes or 1000,
                     source=parts["source"], task=task, class_names=names,
-                    original_head=parts.get("original_head") if task == "classification" else None)
+                    original_head=parts.get("original_head") if task == "classification" else None,
+                    new=parts.get("new"))
     model.fresh_head = num_classes is not None or task == "qa"
     model.pretrained = pretrained
     if verbose:
         print(f"ftkit: {name} ({fw}) weights from {model.source}")
     return model
+
+
+def head_for(data):
+    """The ``load_model`` arguments a model needs for ``data``: its ``task``, its ``num_classes`` (none for
+    QA's span head) and, for a detector, the ``image_size`` of its images (a detector does not resize)."""
+    kwargs = {"task": data.task, "num_classes": None if data.task == "qa" else data.num_classes}
+    if data.task == "detection":
+        kwargs["image_size"] = int(data.train.x.shape[1])
+    return kwargs
 
 
 def wrap_model(native, groups, *, input_spec=None, body=None, head=None, num_classes=None, task="classification",

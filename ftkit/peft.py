@@ -56,7 +56,7 @@ def check(model, config):
             "or a run without adapters, load the model again")
     if config.peft is None:
         return
-    masks = plan(config, len(model.groups))
+    masks = plan(config, len(model.groups), model.new_groups)
     if not any(any(mask[:-1]) for mask in masks):
         raise ConfigError(
             f"peft={config.peft!r} changes what trains inside the body's trained groups, but strategy="
@@ -140,7 +140,7 @@ def prepare(model, config):
 
 def note_trained(model, config):
     """Record on the model what a run with ``config`` trains (see :func:`saved_parts`)."""
-    masks = plan(config, len(model.groups))
+    masks = plan(config, len(model.groups), model.new_groups)
     if any(mask[-1] for mask in masks):
         model.trained.add("head")
     if any(any(mask[:-1]) for mask in masks):
@@ -160,7 +160,7 @@ def trainable_count(model, config, mask=None):
     strategy) under ``config.peft``. Adapters are counted before they exist."""
     if mask is None:
         from .strategies import plan
-        mask = plan(config, len(model.groups))[0]
+        mask = plan(config, len(model.groups), model.new_groups)[0]
     mods, counts = model.backend.models, model.param_counts()
     total = counts[-1] if mask[-1] else 0
     if config.peft is None:

@@ -67,8 +67,9 @@ _NO_SCORES = ("sampler='curriculum' needs a difficulty score per training exampl
 def check(config, data):
     """Refuse a sampler the data cannot serve (called by ftkit.training.check, before training)."""
     if config.sampler == "balanced" and data.task != "classification":
-        raise ConfigError(f"sampler='balanced' draws every class equally often, but dataset {data.name!r} is "
-                          f"{data.task} (no classes); choose sampler='shuffle' or 'curriculum'")
+        raise ConfigError(f"sampler='balanced' draws every class equally often, which needs one class per example "
+                          f"(classification), but dataset {data.name!r} is {data.task}; choose sampler='shuffle' "
+                          "or 'curriculum'")
     if config.sampler == "curriculum" and data.task == "qa":
         raise ConfigError(f"sampler='curriculum' orders training examples by difficulty, but dataset {data.name!r} "
                           "is question answering, which trains on windows of the contexts, not on examples; "

@@ -18,11 +18,13 @@ STRATEGIES = {
 }
 
 
-def trainable_counts(config, n_groups):
+def trainable_counts(config, n_groups, new=1):
     """How many of the last groups train in each epoch, for the strategies that train the last k groups.
 
+    ``new`` is how many of the last groups are new (no pre-trained weights: the head, and a detector's
+    feature pyramid too); they always train, and "the head" below means all of them.
     ``progressive`` and ``lp_ft`` are presets of a plan: progressive adds one group every
-    ``unfreeze_every`` epochs; lp_ft trains 1 group (the head) for ``probe_epochs``, then all of them.
+    ``unfreeze_every`` epochs; lp_ft trains the head for ``probe_epochs``, then every group.
     """
     counts = []
     for epoch in range(config.epochs):
@@ -31,15 +33,15 @@ def trainable_counts(config, n_groups):
         elif config.strategy == "partial":
             k = config.trainable_groups
         elif config.strategy in ("feature_extraction", "head_only"):
-            k = 1
+            k = new
         elif config.strategy == "progressive":
-            k = 1 + epoch // max(1, config.unfreeze_every)
+            k = new + epoch // max(1, config.unfreeze_every)
         elif config.strategy == "lp_ft":
-            k = 1 if epoch < config.probe_epochs else n_groups
+            k = new if epoch < config.probe_epochs else n_groups
         else:
             raise ConfigError(f"strategy={config.strategy!r} has no trainable counts; choose one of: "
                               f"{', '.join(s for s in STRATEGIES if s != 'plan')}")
-        counts.append(max(1, min(k, n_groups)))
+        counts.append(max(new, 1, min(k, n_groups)))
     return counts
 
 
@@ -48,13 +50,14 @@ def last_k(k, n_groups):
     return [i >= n_groups - k for i in range(n_groups)]
 
 
-def plan(config, n_groups):
+def plan(config, n_groups, new=1):
     """The mask of every epoch of a run: a list of ``config.epochs`` lists of ``n_groups`` booleans
-    (input to output, the head last). ``strategy="plan"`` takes them from ``config.plan``, where each
+    (input to output, the head last; the last ``new`` groups are new and always train, see
+    :func:`trainable_counts`). ``strategy="plan"`` takes them from ``config.plan`` as given, where each
     entry is a number k (the last k groups train) or a list of booleans."""
     if config.strategy == "plan":
         return [last_k(e, n_groups) if isinstance(e, int) else [bool(v) for v in e] for e in config.plan]
-    return [last_k(k, n_groups) for k in trainable_counts(config, n_groups)]
+    return [last_k(k, n_groups) for k in trainable_counts(config, n_groups, new)]
 
 
 def check_plan(value, epochs, n_groups=None):

@@ -150,15 +150,18 @@ def check(model, data, config):
         raise DataError(f"model {model.name!r} is for task {model.task!r} but dataset {data.name!r} is "
                         f"{data.task!r}; load the model with task={data.task!r}")
     if config.class_weights is not None and model.task != "classification":
-        raise ConfigError(f"class_weights={config.class_weights!r} weights classes, and task {model.task!r} has "
-                          "none; leave class_weights=None")
+        raise ConfigError(f"class_weights={config.class_weights!r} weights each example's loss by its one class, "
+                          f"which only classification has (task {model.task!r}); leave class_weights=None")
     task.check(model, data)
+    task.check_config(config)
     if config.dropout is not None:
         model.check_dropout(config.dropout)
     sampling.check(config, data)
     if config.strategy == "feature_extraction" and (model.body is None or model.head is None):
-        raise ConfigError("strategy='feature_extraction' needs a model with a separate body and head; "
-                          "use 'head_only' or wrap_model(..., body=..., head=...)")
+        why = " (a detector's heads read the backbone's feature maps, not one pooled vector)" \
+            if model.task == "detection" else ""
+        raise ConfigError(f"strategy='feature_extraction' needs a model with a separate body and head{why}; "
+                          "use 'head_only' (the body frozen) or wrap_model(..., body=..., head=...)")
     _peft.check(model, config)
     _checkpointing.check(model, config)
 
@@ -239,7 +242,7 @@ def _fit(run, data, callbacks):
     if config.precision not in ("auto", trainer.precision):
         run.notes.append(f"precision={config.precision!r} needs a GPU; this run uses {trainer.precision} on "
                          f"{run.device}")
-    masks = plan(config, len(model.groups))
+    masks = plan(config, len(model.groups), model.new_groups)
     n_train = trainer.rows(data.train)   # rows the task makes: examples, or QA windows
     run.total_steps = steps_per_epoch(n_train, config) * config.epochs
     run.started_at = time.perf_counter()
@@ -437,7 +440,9 @@ def _progress(config, total, desc):
 
 def predict(model, data, split="test", config=None, *, head="new", batch_size=64):
     """Predictions of ``model``, one per example: class probabilities (N, classes), predictions for
-    regression (N,), or answer strings for question answering (a list).
+    regression (N,), answer strings for question answering (a list), or for detection a list of
+    ``{"boxes": (d, 4) [x1, y1, x2, y2] pixels, "scores": (d,), "labels": (d,)}`` after non-maximum
+    suppression, best first.
 
     ``data`` is a Dataset (predictions for its ``split``, in the split's order) or raw inputs: images
     (N, H, W[, C]) in 0..255 or 0..1, one image (H, W[, C]), a list of images of any sizes (each is
@@ -452,6 +457,12 @@ def predict(model, data, split="test", config=None, *, head="new", batch_size=64
     if isinstance(data, Dataset):
         return _predict(model, data, split, config, head)[1]
     config = config or FineTuneConfig(progress=False, batch_size=batch_size)
+    if model.task == "detection":   # images of the detector's size: one (H, W[, C]), an array or a list
+        from .tasks.detection import check_size
+        inputs = checked_inputs(np.stack([np.asarray(i) for i in data]) if isinstance(data, list) else
+                                _one_image(data), task="detection", modality="image")
+        check_size(model, inputs.test.x, "images")
+        return _predict(model, inputs, "test", config)[1]
     if model.task == "qa":
         return _predict(model, checked_inputs(data, task="qa", modality="text"), "test", config)[1]
     if isinstance(data, list) and data and not isinstance(data[0], str):   # images of different sizes

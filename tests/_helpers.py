@@ -11,3 +11,25 @@ def scale_head(model, factor):
     else:
         for v in model.head.weights:
             v.assign(v * factor)
+
+
+def tiny_scenes(size=64, n=32):
+    """``n`` scenes of ``size`` px (0-3 Fashion-MNIST items each), the same images in every split: the fixed
+    set the detector tests of both frameworks train on."""
+    import ftkit
+    from ftkit.data import _fashion_mnist_arrays
+    from ftkit.scenes import compose_scenes
+    (x, y), _, _ = _fashion_mnist_arrays()
+    x, y = compose_scenes(x, y, n, size=size, scale=(1.0, 1.5), seed=1)
+    return ftkit.Dataset.from_arrays("tiny_scenes", (x, y), (x, y), task="detection",
+                                     class_names=[f"c{i}" for i in range(10)])
+
+
+def train_tiny_detector(model, scenes):
+    """(model, scores before, run): the detector's head as the run starts it, scored on the fixed set, then
+    15 epochs (60 steps of 8) of full fine-tuning at lr 1e-3."""
+    import ftkit
+    model.init_head(0)   # what the run does first with seed 0: the "before" is the head the run starts from
+    before = ftkit.evaluate(model, scenes, split="train")
+    run = ftkit.finetune(model, scenes, strategy="full", epochs=15, lr=1e-3, batch_size=8, progress=False)
+    return model, before, run

@@ -127,3 +127,20 @@ def test_device_line_and_every_control_has_a_tooltip():
     missing = [f"{type(w).__name__} {getattr(w, 'description', '')!r}" for w in controls
                if not (getattr(w, "tooltip", None) or "").strip()]
     assert len(controls) > 25 and not missing, missing
+
+
+@pytest.mark.parametrize("dataset, task, figure_text", [("fashion_scenes", "detection", "mAP@0.5"),
+                                                        ("plot_cast_qa", "qa", "exact match")])
+def test_the_panel_loads_the_head_a_task_needs_and_evaluates_it(dataset, task, figure_text):
+    model = "minilm" if task == "qa" else "mobilenet_v2"
+    p = make_panel(TINY.replace(strategy="full", epochs=1, batch_size=8, max_steps_per_epoch=1), model=model,
+                   dataset=dataset, subset=8)
+    run = p.train(wait=True)
+    assert run.status == "finished", (run.status, run.message, p.error)
+    assert p.model.task == task and (task != "detection" or p.model.input_spec["image_size"] == 128)
+    assert f"task={task!r}" in p.code() and (task != "qa" or "num_classes" not in p.code())
+    p.evaluate(wait=True)
+    assert p.eval_view.layout.display is None and p.test_metrics == pytest.approx(ftkit.evaluate(p.model, p.data))
+    assert figure_text in p.status.value.replace("map50", "mAP@0.5").replace("exact_match", "exact match")
+    pictures = [w for w in walk(p.eval_view) if isinstance(w, W.Image)]
+    assert pictures and len(pictures[0].value) > 5000

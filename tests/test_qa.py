@@ -228,7 +228,7 @@ def test_bad_qa_data_stops_before_any_step_and_changes_nothing(cast):
     before = ftkit.analysis.snapshot(model)
     with pytest.raises(DataError, match="is for task 'qa' but dataset 'rotten_tomatoes' is 'classification'"):
         ftkit.finetune(model, ftkit.load_dataset("rotten_tomatoes", verbose=False).subset(2), progress=False)
-    with pytest.raises(ConfigError, match="class_weights='balanced' weights classes"):
+    with pytest.raises(ConfigError, match="class_weights='balanced' weights each example's loss"):
         ftkit.finetune(model, cast.subset(4, per_class=False), class_weights="balanced", progress=False)
     with pytest.raises(ConfigError, match="sampler='curriculum' orders"):
         ftkit.finetune(model, cast.subset(4, per_class=False), sampler="curriculum", progress=False)

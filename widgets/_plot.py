@@ -27,7 +27,8 @@ def style(i):
 
 def loss_label(task):
     """The y label of a loss axis: what the loss is."""
-    return {"regression": "loss (MSE)", "qa": "loss (start and end cross-entropy)"}.get(task, "loss (cross-entropy)")
+    return {"regression": "loss (MSE)", "qa": "loss (start and end cross-entropy)",
+            "detection": "loss (focal + box regression)"}.get(task, "loss (cross-entropy)")
 
 
 def new_figure(width, height, ncols=1):

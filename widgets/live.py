@@ -39,7 +39,7 @@ from ._plot import (ACCURACY_YLIM, FROZEN_COLOUR, duration, figure_attrs, frozen
 _BAR_STYLE = {"finished": "success", "early_stopped": "success", "stopped": "warning", "diverged": "danger",
               "failed": "danger"}
 _MONITOR_WORDS = {"val_loss": "lowest val loss", "val_accuracy": "highest val accuracy",
-                  "val_f1_macro": "highest val F1"}
+                  "val_f1_macro": "highest val F1", "val_map50": "highest val mAP@0.5"}
 
 
 class LiveView(widgets.VBox, ftkit.Callback):
@@ -204,7 +204,9 @@ class LiveView(widgets.VBox, ftkit.Callback):
             ax_metric.set_ylabel("score (0-1)")
             ax_metric.set_ylim(*ACCURACY_YLIM)
             for key, label, fmt in (("val_accuracy", "accuracy", "o-"), ("val_f1_macro", "F1 (macro)", "s--"),
-                                    ("val_exact_match", "exact match", "^-"), ("val_f1", "F1 (SQuAD)", "d--")):
+                                    ("val_exact_match", "exact match", "^-"), ("val_f1", "F1 (SQuAD)", "d--"),
+                                    ("val_map50", "mAP@0.5", "o-"), ("val_map", "mAP@[.5:.95]", "s--"),
+                                    ("val_mean_iou", "mean IoU (matched)", "^:")):
                 if epochs and key in epochs[0]:
                     ax_metric.plot(numbers, [e[key] for e in epochs], fmt, label=label)
         if epochs:

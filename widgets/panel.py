@@ -106,6 +106,48 @@ def evaluation_figure(data, metrics, scores, title="", n_examples=6):
     return fig
 
 
+EVALUATION_KEYS = ("accuracy", "f1_macro", "r2", "rmse", "exact_match", "f1", "map50", "map", "mean_iou", "loss")
+
+
+def detection_figure(data, metrics, predictions, title="", n_examples=8):
+    """Test images with their true and predicted boxes (ftkit.show_detections), titled with the mAP."""
+    n = min(n_examples, len(data.test))
+    fig = ftkit.show_detections(data.test.x[:n], truth=data.test.y[:n], predictions=predictions[:n],
+                                class_names=data.class_names)
+    fig.suptitle(f"{title}: mAP@0.5 {metrics['map50']:.3f}, mAP@[.5:.95] {metrics['map']:.3f}", fontsize=10)
+    return fig
+
+
+def answers_figure(data, metrics, answers, title="", n_examples=6):
+    """A few test questions with the predicted and the true answers, wrong ones first, titled with EM and F1."""
+    from ftkit.tasks.qa import exact_match
+    fig = Figure(figsize=(11, 0.5 + 0.55 * n_examples), dpi=80, layout="constrained")
+    ax = fig.add_subplot()
+    ax.axis("off")
+    gold = [y["text"] for y in data.test.y]
+    order = sorted(range(len(answers)), key=lambda i: max(exact_match(answers[i], g) for g in gold[i]))[:n_examples]
+    for row, i in enumerate(order):
+        ok = max(exact_match(answers[i], g) for g in gold[i]) == 1
+        ax.text(0, 1 - row / n_examples, f"Q: {data.test.x[i]['question'][:110]}\n   predicted: {answers[i][:60]!r}"
+                f"   true: {gold[i][0][:60]!r}", va="top", fontsize=8, color="#1b5e20" if ok else "#b71c1c",
+                transform=ax.transAxes)
+    fig.suptitle(f"{title}: exact match {metrics['exact_match']:.3f}, F1 {metrics['f1']:.3f}", fontsize=10)
+    return fig
+
+
+def regression_figure(data, metrics, predictions, title=""):
+    """Predicted against true values on the test split, titled with R² and RMSE."""
+    import numpy as np
+    fig = Figure(figsize=(5, 4), dpi=80, layout="constrained")
+    ax = fig.add_subplot()
+    y = np.asarray(data.test.y, dtype=float)
+    ax.scatter(y, predictions, s=8, alpha=0.6)
+    lo, hi = float(min(y.min(), np.min(predictions))), float(max(y.max(), np.max(predictions)))
+    ax.plot([lo, hi], [lo, hi], color="#999", lw=1, ls="--")
+    ax.set(xlabel="true value", ylabel="predicted", title=f"{title}\nR² {metrics['r2']:.3f}, RMSE {metrics['rmse']:.3f}")
+    return fig
+
+
 def _shorten(text, keep=60):
     """Long paths shortened in the middle (the whole text goes in a tooltip), so nothing scrolls sideways."""
     return text if len(text) <= keep else f"{text[:keep // 2 - 1]}...{text[-(keep // 2 - 2):]}"
@@ -140,8 +182,8 @@ class _PanelCallback(ftkit.Callback):
                                 f"{sum(mask)} of {len(mask)} groups train.")
 
     def on_epoch_end(self, run, record):
-        acc = record.get("val_accuracy")
-        extra = f", val accuracy {acc:.3f}" if acc is not None else ""
+        shown = [k for k in ("val_accuracy", "val_r2", "val_f1", "val_map50") if record.get(k) is not None][:1]
+        extra = "".join(f", {k.replace('_', ' ')} {record[k]:.3f}" for k in shown)
         self.panel._say(f"Training <b>{run.name}</b>: epoch {record['epoch'] + 1} of {run.config.epochs} done, "
                         f"val loss {record['val_loss']:.4f}{extra}", "info")
 
@@ -527,12 +569,16 @@ class FineTunePanel(widgets.VBox):
     def _wanted_data_key(self):
         return "given" if self._fixed_data is not None else (self.dataset.value, int(self.subset.value))
 
-    def _wanted_model_key(self, num_classes):
+    def _wanted_model_key(self, data):
+        """(framework, model, task, classes, image size) of the model the controls and ``data`` call for: the
+        dataset's task decides the head (a QA span head has no classes; a detector takes the data's image side)."""
         if self._fixed_model is not None:
             return "given"
-        name = self.model_name.value
+        name, head = self.model_name.value, ftkit.models.head_for(data)
         size = self.image_size.value if ftkit.MODELS[name][0] == "image" else None
-        return (self.framework.value, name, num_classes, size)   # dropout is the run's (FineTuneConfig.dropout)
+        size = head.get("image_size", size)
+        # dropout is the run's (FineTuneConfig.dropout)
+        return (self.framework.value, name, head["task"], head["num_classes"], size)
 
     def load(self, background=False):
         """Load the data and the model the controls name (only what changed). ``background=True``: in a thread."""
@@ -554,12 +600,12 @@ class FineTunePanel(widgets.VBox):
             self._say(f"Loading dataset {key[0]!r}...", "info")
             self.data = ftkit.load_dataset(key[0], verbose=False).subset(key[1])
             self._data_key = key
-        mkey = self._wanted_model_key(self.data.num_classes)
+        mkey = self._wanted_model_key(self.data)
         if mkey != self._model_key or (fresh and mkey != "given"):
-            fw, name, n_classes, size = mkey
+            fw, name, task, n_classes, size = mkey
             self._say(f"Loading model {name!r} ({fw})...", "info")
             kwargs = {"image_size": size} if size else {}
-            model = ftkit.load_model(name, framework=fw, num_classes=n_classes, verbose=False, **kwargs)
+            model = ftkit.load_model(name, framework=fw, num_classes=n_classes, task=task, verbose=False, **kwargs)
             self._use_model(model)
             self._model_key, self._model_trained = mkey, False
         source = str(self.model.source)
@@ -605,7 +651,7 @@ class FineTunePanel(widgets.VBox):
 
     # --- layer map ------------------------------------------------------------------------------------------
     def _first_mask(self, config):
-        return plan(config.replace(epochs=1), len(self.model.groups))[0]
+        return plan(config.replace(epochs=1), len(self.model.groups), self.model.new_groups)[0]
 
     def _show_layers(self, config):
         if not self._model_current():
@@ -621,7 +667,7 @@ class FineTunePanel(widgets.VBox):
         notes = [""] * n
         if config.strategy == "progressive":
             for i in range(n):
-                first = next((e for e, m in enumerate(plan(config, n)) if m[i]), None)
+                first = next((e for e, m in enumerate(plan(config, n, self.model.new_groups)) if m[i]), None)
                 notes[i] = "" if first in (None, 0) else f"unfreezes in epoch {first + 1}"
         self.model.set_trainable(mask)  # the model's freeze state follows the panel's settings
         self.layermap.show(self.model.group_names, self._param_counts(), mask, mults, notes,
@@ -680,7 +726,7 @@ class FineTunePanel(widgets.VBox):
         per_epoch = steps_per_epoch(n_train, config)
         total = per_epoch * config.epochs
         curve = ftkit.lr_curve(config, total)
-        masks = plan(config, n_groups)
+        masks = plan(config, n_groups, self.model.new_groups if self._model_current() else 1)
         names = self.model.group_names if self._model_current() else ["all groups"]
         fig, (ax,) = new_figure(5.5, 2.4)
         for g, (name, base) in enumerate(zip(names, ftkit.group_lrs(config, n_groups))):
@@ -822,12 +868,19 @@ class FineTunePanel(widgets.VBox):
         self.run.test_metrics = metrics
         self._show_eval(metrics, scores)
         self._say(f"<b>{html.escape(self.run.name)}</b> on the test split ({len(self.data.test)} examples): "
-                  + ", ".join(f"{k} {metrics[k]:.3f}" for k in ("accuracy", "f1_macro", "loss") if k in metrics),
-                  "ok")
+                  + ", ".join(f"{k} {metrics[k]:.3f}" for k in EVALUATION_KEYS if k in metrics), "ok")
 
     def _show_eval(self, metrics, scores):
         W = widgets
-        fig = evaluation_figure(self.data, metrics, scores, title=f"{self.run.name} on the test split")
+        title = f"{self.run.name} on the test split"
+        if self.data.task == "detection":
+            fig = detection_figure(self.data, metrics, scores, title)
+        elif self.data.task == "qa":
+            fig = answers_figure(self.data, metrics, scores, title)
+        elif self.data.task == "regression":
+            fig = regression_figure(self.data, metrics, scores, title)
+        else:
+            fig = evaluation_figure(self.data, metrics, scores, title=title)
         picture = W.Image(value=to_png(fig), format="png", layout=W.Layout(max_width="100%"))
         picture.add_class("ftkit-eval-plot")
         close = W.Button(description="Hide", icon="times", tooltip="hide the evaluation")
@@ -909,10 +962,14 @@ class FineTunePanel(widgets.VBox):
         if self._fixed_model is not None:
             lines.append("model = ...  # the model you gave the panel")
         else:
-            args = [repr(self.model_name.value), f"framework={self.framework.value!r}",
-                    "num_classes=data.num_classes"]
+            loaded = self.data is not None and self._data_key == self._wanted_data_key()
+            key = self._wanted_model_key(self.data) if loaded else None
+            task = key[2] if key else "classification"
+            args = [repr(self.model_name.value), f"framework={self.framework.value!r}"]
+            args += [] if task == "qa" else ["num_classes=data.num_classes"]
+            args += [] if task == "classification" else [f"task={task!r}"]
             if ftkit.MODELS[self.model_name.value][0] == "image":
-                args.append(f"image_size={self.image_size.value}")
+                args.append(f"image_size={key[4] if key else self.image_size.value}")
             lines.append(f"model = ftkit.load_model({', '.join(args)})")
         changed = [(k, v) for k, v in c.to_dict().items() if k != "progress" and v != getattr(_DEFAULT, k)]
         if changed:

@@ -9,12 +9,15 @@ encodes a split into NumPy rows (``Encoded``: inputs, targets, meta), names its 
 (``"cross_entropy"`` over the last axis, or ``"mse"``), turns logits into predictions and computes
 its metrics. A backend supplies the model side only: ``models.build(..., task=...)`` makes a network
 whose logits fit the task's loss, ``data.from_encoded`` makes tensors of the rows, ``train.per_row_loss``
-computes the named losses and ``Trainer.predict`` returns plain logits. A new task therefore needs
-a Task subclass and a builder per backend; the training loop (ftkit.training) and these Trainers
-do not change.
+computes the named losses and ``Trainer.predict`` returns plain logits. A task whose loss is
+``"native"`` (detection) gets a model that computes its own loss: the Trainer calls it with a prepared
+batch and its targets (torch: ``net(x, targets)``; TensorFlow: ``net.loss_and_outputs(x, targets,
+training)``) and gets ``(loss, outputs)``. A new task therefore needs a Task subclass and a builder per
+backend; the training loop (ftkit.training) and these Trainers do not change.
 
 ``models.py``
-    ``build(name, num_classes, *, task, dropout, pretrained, image_size, max_length, stride) -> dict`` with keys
+    ``build(name, num_classes, *, task, dropout, pretrained, image_size, max_length, stride) -> dict`` (the
+    detector's parts come from ``detection.build``) with keys
     ``native`` (nn.Module / keras.Model mapping a prepared batch to logits),
     ``body`` and ``head`` (the parts that ``feature_extraction`` splits at),
     ``groups`` (list of ``(name, [modules or layers])``, input to output, the head last),
@@ -51,6 +54,10 @@ do not change.
     logits), ``get_weights()``, ``set_weights(snapshot)``,
     ``cache_features(splits)``, ``body_features(split)`` (the body's features as a NumPy array) and
     ``trainable_params()``; ``per_row_loss(kind, logits, y, label_smoothing)`` (a task's loss, per row).
+``detection.py``
+    ``build(...)``: the RetinaNet detector on the pre-trained MobileNetV2 (torchvision's RetinaNet; the same
+    design from keras-hub's parts), its groups (stem, three block groups, ``neck``, ``head``) and ``new``
+    (the neck and heads, which ``FTModel.init_head`` initialises); see ftkit.tasks.detection.
 ``io.py``
     ``save_weights(model, path, parts=None)`` and ``load_weights(model, path, parts=None)`` with
     safetensors (never pickle); ``parts`` (ftkit.peft.saved_parts) keeps only what a peft run changed.

@@ -12,7 +12,9 @@ widgets never ask which task they run:
     The name of the per-row loss, over the model's output (its logits): ``"cross_entropy"`` (over the
     last axis; targets index it, ``IGNORE`` marks positions without a target; a row's loss is the mean
     over its targets) or ``"mse"`` (squared error of the one output). Each backend computes these in
-    its framework (``train.per_row_loss``).
+    its framework (``train.per_row_loss``). ``"native"``: the model computes its own loss, as detectors
+    do: the backend calls it with a prepared batch and its targets and gets ``(loss, outputs)``
+    (ftkit.tasks.detection).
 ``outputs(logits, encoded, split)``
     Predictions, in NumPy, one per example of the split: class probabilities, regression values,
     answer strings.
@@ -20,7 +22,10 @@ widgets never ask which task they run:
     The task's metrics, a dict of numbers (``evaluate``, and ``val_<name>`` in a run's history).
 
 The model side is the backend's: ``load_model(name, task=...)`` builds a network whose output is what the
-task's loss takes (logits (N, classes); (N, 1); span logits (N, 2, tokens) for QA).
+task's loss takes (logits (N, classes); (N, 1); span logits (N, 2, tokens) for QA; for detection a
+detector returning its loss and its boxes (N, boxes, 6)). ``check_split``, ``check`` and
+``check_config`` refuse bad targets, a mismatched model and dataset, or a setting the task cannot use,
+before training.
 A new task subclasses :class:`Task`, registers in ``TASKS`` and gets a builder per backend; the loop
 stays as it is.
 """
@@ -62,6 +67,9 @@ class Task:
     def check(self, model, data):
         """Refuse a model/dataset pair that does not fit (before training)."""
 
+    def check_config(self, config):
+        """Refuse a FineTuneConfig setting this task cannot honour (before training)."""
+
     def encode(self, model, split):
         raise NotImplementedError
 
@@ -73,7 +81,7 @@ class Task:
 
 
 def get(name):
-    """The task called ``name`` (classification, regression or qa); tasks hold no state, so one of each serves."""
+    """The task called ``name`` (classification, regression, qa or detection); tasks hold no state, so one of each serves."""
     tasks = _tasks()
     choose("task", name, list(tasks))
     return tasks[name]
@@ -82,8 +90,10 @@ def get(name):
 @lru_cache(maxsize=1)
 def _tasks():
     from .classification import Classification, Regression
+    from .detection import Detection
     from .qa import QuestionAnswering
-    return {"classification": Classification(), "regression": Regression(), "qa": QuestionAnswering()}
+    return {"classification": Classification(), "regression": Regression(), "qa": QuestionAnswering(),
+            "detection": Detection()}
 
 
-NAMES = ("classification", "regression", "qa")
+NAMES = ("classification", "regression", "qa", "detection")

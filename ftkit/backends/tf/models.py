@@ -176,13 +176,19 @@ def _mobilenet_v2(num_classes, dropout, pretrained, image_size):
     body = _torchvision_layout_mobilenet(image_size)
     native, head, source, original = _ported(body, num_classes, dropout, pretrained, image_size,
                                              _mobilenet_state_dict, _port_mobilenet)
+    groups = _mobilenet_groups(body) + [("head", list(head.layers))]
+    return native, body, head, groups, _image_spec(image_size), source, original
+
+
+def _mobilenet_groups(body):
+    """The body groups of the MobileNetV2 ``body`` (``_torchvision_layout_mobilenet``), input to output, as
+    torchvision's ``features`` split them: stem (features 0-1), blocks_2_6, blocks_7_13, blocks_14_18 (the
+    classifier's and the detector's)."""
     stem = _by_prefix(body, ["Conv1", "bn_Conv1", "expanded_conv_"])   # Conv1_pad, Conv1, Conv1_relu, ...
     blocks = [_by_prefix(body, [f"block_{i}_" for i in rng]) for rng in (range(1, 6), range(6, 13), range(13, 17))]
     blocks[-1] += [body.get_layer(n) for n in ("Conv_1", "Conv_1_bn", "out_relu")] + \
         [l for l in body.layers if isinstance(l, keras.layers.GlobalAveragePooling2D)]
-    groups = [("stem", stem), ("blocks_2_6", blocks[0]), ("blocks_7_13", blocks[1]), ("blocks_14_18", blocks[2]),
-              ("head", list(head.layers))]
-    return native, body, head, groups, _image_spec(image_size), source, original
+    return [("stem", stem), ("blocks_2_6", blocks[0]), ("blocks_7_13", blocks[1]), ("blocks_14_18", blocks[2])]
 
 
 # ---------------------------------------------------------------------------------------- EfficientNet-Lite0
@@ -422,6 +428,9 @@ def _bert(name, num_classes, dropout, pretrained, max_length):
 def build(name, num_classes, *, task="classification", dropout=0.2, pretrained=True, image_size=96, max_length=64,
           stride=None):
     """Build ``name`` with a new head; returns the parts an FTModel holds."""
+    if task == "detection":   # RetinaNet on the MobileNetV2 (ftkit.tasks.detection, .detection)
+        from . import detection
+        return detection.build(num_classes, pretrained, image_size)
     if name == "mobilenet_v2":
         parts = _mobilenet_v2(num_classes, dropout, pretrained, image_size)
     elif name == "efficientnet_lite0":

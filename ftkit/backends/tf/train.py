@@ -269,9 +269,9 @@ class Trainer:
         self._opt_key = self._optimizers = self._accum = None   # chosen at the first train_step
         self._lrs = [config.lr] * len(model.groups)
         self._good_steps, self._seen, self._step_count = 0, 0, 0
-        if config.l2sp > 0:  # anchor: this run's starting weights of every group but the head
+        if config.l2sp > 0:  # anchor: this run's starting weights of every group but the new ones
             with tf.device(self._tf_device):
-                for vs in self._vars[:-1]:
+                for vs in self._vars[:-model.new_groups]:
                     for v in vs:
                         if id(v) in self.rt.anchors:
                             self.rt.anchors[id(v)].assign(v)
@@ -433,9 +433,12 @@ class Trainer:
 
         def losses(x, y, seed):
             """The batch loss, and what is differentiated (L2-SP added); counts correct answers on the device."""
-            logits = _forward(model, x, train=True, features=features, augment=augment, seed=seed, body=body)
-            loss = _reduce(class_weights, per_row_loss(kind, logits, y, smoothing), y)
-            if counts:   # no extra sync per step
+            if kind == "native":   # the model computes its own loss (a detector: ftkit.tasks.detection)
+                loss, _ = model.native.loss_and_outputs(tdata.prepare(model, x, train=True), y, training=True)
+            else:
+                logits = _forward(model, x, train=True, features=features, augment=augment, seed=seed, body=body)
+                loss = _reduce(class_weights, per_row_loss(kind, logits, y, smoothing), y)
+            if counts and kind != "native":   # no extra sync per step
                 hits = tf.equal(tf.argmax(logits, -1), tf.cast(y, tf.int64))
                 correct.assign_add(tf.reduce_sum(tf.cast(hits, tf.int64)))
             total = loss
@@ -547,6 +550,10 @@ class Trainer:
 
         def make():
             def forward(x, y):
+                if kind == "native":   # (the batch's loss for each row, detections): ftkit.tasks.detection
+                    loss, found = model.native.loss_and_outputs(tdata.prepare(model, x, train=False), y,
+                                                                training=False)
+                    return tf.fill([tf.shape(found)[0]], loss), found
                 logits = tf.cast(_forward(model, x, train=False, features=features, head=head), tf.float32)
                 return per_row_loss(kind, logits, y, smoothing), logits
             return _Traced(forward, self.rt.counter)

@@ -70,7 +70,9 @@ def _image_spec(image_size):
             "channels_last": True}
 
 
-def _mobilenet_v2(num_classes, dropout, pretrained, image_size):
+def _mobilenet_net(pretrained):
+    """torchvision's MobileNetV2 with its ImageNet weights (the offline package's file, else torchvision's
+    download), or random with ``pretrained=False``; returns (network, where the weights came from)."""
     from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
     net, source = mobilenet_v2(), "random initialisation (pretrained=False)"
     if pretrained:
@@ -81,6 +83,11 @@ def _mobilenet_v2(num_classes, dropout, pretrained, image_size):
         except Exception:
             net = mobilenet_v2(weights=MobileNet_V2_Weights.IMAGENET1K_V1)
             source = "torchvision download (IMAGENET1K_V1)"
+    return net, source
+
+
+def _mobilenet_v2(num_classes, dropout, pretrained, image_size):
+    net, source = _mobilenet_net(pretrained)
     f = net.features
     body = nn.Sequential(f, nn.AdaptiveAvgPool2d(1), nn.Flatten())
     head = net.classifier if num_classes is None else _head(1280, num_classes, dropout)
@@ -289,6 +296,10 @@ def build(name, num_classes, *, task="classification", dropout=0.2, pretrained=T
           stride=None):
     """Build ``name`` with a new head; returns the parts an FTModel holds."""
     original = None
+    if task == "detection":   # RetinaNet on the MobileNetV2 (ftkit.tasks.detection)
+        from . import detection
+        return {**detection.build(num_classes, pretrained, image_size, _mobilenet_net),
+                "input_spec": _image_spec(image_size)}
     if name == "mobilenet_v2":
         native, groups, spec, source, original = _mobilenet_v2(num_classes, dropout, pretrained, image_size)
     elif name == "efficientnet_lite0":
@@ -437,13 +448,22 @@ def set_dropout_rate(members, rate):
 
 def init_layers(members, seed):
     """Re-initialise every layer with parameters among ``members`` from ``seed`` (PyTorch's own
-    ``reset_parameters``), leaving the global random state as it was."""
+    ``reset_parameters``), leaving the global random state as it was. A module with no parameters of its
+    own but a ``reset_parameters`` (a detector's pyramid and head) re-initialises all of itself, as its
+    library does."""
+    def reset(module):
+        own = any(True for _ in module.parameters(recurse=False))
+        if hasattr(module, "reset_parameters") and (own or next(module.children(), None) is not None):
+            module.reset_parameters()
+            if not own:
+                return
+        for child in module.children():
+            reset(child)
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for m in members:
-            for sub in m.modules():
-                if hasattr(sub, "reset_parameters") and any(True for _ in sub.parameters(recurse=False)):
-                    sub.reset_parameters()
+            reset(m)
 
 
 def modes(native):

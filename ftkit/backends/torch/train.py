@@ -62,8 +62,8 @@ class Trainer:
         self._body = None     # grad_checkpointing: the body's checkpointed forward (see set_trainable)
         self._cache = {}
         self._pretrained = None
-        if config.l2sp > 0:  # anchor: the weights this run starts from (pre-trained on a first run), but the head
-            self._pretrained = [(p, p.detach().clone()) for g in model.groups[:-1] for m in g.members
+        if config.l2sp > 0:  # anchor: the weights this run starts from (pre-trained on a first run), but the new groups
+            self._pretrained = [(p, p.detach().clone()) for g in model.groups[:-model.new_groups] for m in g.members
                                 for p in m.parameters()]
         self._correct, self._seen = 0, 0  # training accuracy counters (see train_metrics)
         self.optimizer = self._make_optimizer()
@@ -212,8 +212,12 @@ class Trainer:
         x, y = batch
         self._train_mode()
         with self._autocast():
-            logits = self._forward(x, train=True)
-        loss = self._reduce(self._loss(logits, y), y)
+            if self.task.loss == "native":   # the model computes its own loss (detection: ftkit.tasks)
+                loss, logits = self.net(tdata.prepare(self.model, x, channels_last=self.channels_last), y)
+            else:
+                logits = self._forward(x, train=True)
+        if self.task.loss != "native":
+            loss = self._reduce(self._loss(logits, y), y)
         if self.task.counts_correct:  # counted on the device: no extra sync per step
             self._correct += (logits.argmax(-1) == y).sum()
             self._seen += len(y)
@@ -259,8 +263,13 @@ class Trainer:
         losses, outputs = [], []
         for x, y in self.batches(split):
             with self._autocast():
-                logits = self._forward(x, train=False, head=head)
-            losses.append(self._loss(logits, y).float().cpu())
+                if self.task.loss == "native":   # the model's own loss of the batch, and its outputs
+                    loss, logits = self.net(tdata.prepare(self.model, x, channels_last=self.channels_last), y)
+                    loss = loss.float().expand(len(y))
+                else:
+                    logits = self._forward(x, train=False, head=head)
+                    loss = self._loss(logits, y)
+            losses.append(loss.float().cpu())
             outputs.append(logits.float().cpu())
         return float(torch.cat(losses).mean()), torch.cat(outputs).numpy()
 
