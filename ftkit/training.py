@@ -11,6 +11,7 @@ and the metrics; this loop is the same for every task.
 import math
 import threading
 import time
+import weakref
 
 import numpy as np
 
@@ -24,6 +25,8 @@ from .schedules import group_lrs, lr_factor, schedule_kwargs
 from .strategies import plan
 from .tasks import get as get_task
 
+# Every run of this process, oldest first, for the RunBoard: a weak reference to each run still in use, and in
+# place of a run that was freed, its copy without the model (see _register).
 _SESSION_RUNS = []
 
 
@@ -64,8 +67,9 @@ class Run:
         self.total_steps = 0
         self.test_metrics = None
         self._stop = threading.Event()
+        self.task = getattr(model, "task", "classification")
         self.name = name or f"run{len(_SESSION_RUNS) + 1}"
-        _SESSION_RUNS.append(self)
+        _register(self)
 
     def request_stop(self):
         """Ask the run to stop after the current step (safe to call from another thread)."""
@@ -128,9 +132,25 @@ class Run:
         return f"Run({self.name!r}, {self.model_name}/{self.framework}, {self.status}, epochs={len(self.history['epochs'])})"
 
 
+def _register(run):
+    """Add ``run`` to the session without keeping it, or its model, alive: a notebook that trains one fresh
+    model after another would otherwise hold every one of them until the kernel stops. When nothing else
+    refers to the run, its place is taken by a copy of its state (name, config, history, status...) whose
+    ``model`` is None, so the RunBoard still shows it and the model's memory is freed."""
+    slot = len(_SESSION_RUNS)
+    _SESSION_RUNS.append(weakref.ref(run))
+    weakref.finalize(run, _retire, slot, run.__dict__)   # holds the state, not the run
+
+
+def _retire(slot, state):
+    copy = Run.__new__(Run)
+    copy.__dict__.update(state, model=None)
+    _SESSION_RUNS[slot] = copy
+
+
 def session_runs():
-    """Every run made in this Python process, oldest first."""
-    return list(_SESSION_RUNS)
+    """Every run made in this Python process, oldest first (runs no longer referenced have ``model=None``)."""
+    return [entry() if isinstance(entry, weakref.ref) else entry for entry in _SESSION_RUNS]
 
 
 def check(model, data, config):

@@ -1,5 +1,30 @@
 """Small helpers shared by several test files."""
 
+ESPRESSO = 967   # ImageNet's class of skimage's coffee photo
+
+
+def ported_logits_match(pt, tfm):
+    """The torch model ``pt`` and its Keras port ``tfm`` on skimage's coffee photo: the same preprocessed input
+    (resize with half-pixel centres, no antialias; normalisation), the same top class (espresso) and logits
+    within 1e-4 of their scale. Returns the torch logits."""
+    import numpy as np
+    import skimage.data
+    import torch
+    from ftkit.backends.tf import data as tfdata
+    from ftkit.backends.torch import data as ptdata
+    photo = skimage.data.coffee()[None]                       # (1, 400, 600, 3) uint8
+    x_pt = ptdata.prepare(pt, torch.from_numpy(photo.transpose(0, 3, 1, 2).copy()))
+    pt.native.eval()
+    with torch.no_grad():
+        logits_pt = pt.native(x_pt).float().numpy()
+    x_tf = tfdata.prepare(tfm, photo).numpy()
+    np.testing.assert_allclose(x_tf, x_pt.numpy().transpose(0, 2, 3, 1), atol=2e-5)
+    logits_tf = tfm.native(x_tf, training=False).numpy()
+    assert logits_pt.argmax() == logits_tf.argmax() == ESPRESSO
+    scale, diff = np.abs(logits_pt).max(), np.abs(logits_pt - logits_tf).max()
+    assert diff < 1e-4 * scale, f"max |diff| {diff:.2e} at logit scale {scale:.1f}"
+    return logits_pt
+
 
 def scale_head(model, factor):
     """Multiply the head's weights by ``factor``: a blow-up on demand, in either framework."""

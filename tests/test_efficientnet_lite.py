@@ -8,11 +8,11 @@ import pytest
 
 import ftkit
 from ftkit import FineTuneConfig
+from _helpers import ESPRESSO, ported_logits_match
 
 skimage = pytest.importorskip("skimage")
 torch = pytest.importorskip("torch")
 
-ESPRESSO = 967
 GROUPS = ["stem", "blocks_1_4", "blocks_5_10", "blocks_11_15", "head"]
 # parameters per group at 1,000 classes: 4,652,008 in all, the published 4.65M
 COUNTS = [1824, 53680, 645264, 2670240, 1281000]
@@ -57,21 +57,9 @@ def test_new_head_keeps_the_imagenet_classifier_beside_it():
 
 def test_keras_port_computes_what_torch_computes(torch_imagenet):
     pytest.importorskip("tensorflow")
-    photo = skimage.data.coffee()[None]
-    from ftkit.backends.torch import data as ptdata
-    x_pt = ptdata.prepare(torch_imagenet, torch.from_numpy(photo.transpose(0, 3, 1, 2).copy()))
-    logits_pt = _torch_logits(torch_imagenet, x_pt)
-
     tfm = ftkit.load_model("efficientnet_lite0", framework="tf", verbose=False)
     assert "ported to Keras" in tfm.source
-    from ftkit.backends.tf import data as tfdata
-    x_tf = tfdata.prepare(tfm, photo).numpy()
-    np.testing.assert_allclose(x_tf, x_pt.numpy().transpose(0, 2, 3, 1), atol=2e-5)
-    logits_tf = tfm.native(x_tf, training=False).numpy()
-    assert logits_pt.argmax() == logits_tf.argmax() == ESPRESSO
-    scale = np.abs(logits_pt).max()
-    diff = np.abs(logits_pt - logits_tf).max()
-    assert diff < 1e-4 * scale, f"max |diff| {diff:.2e} at logit scale {scale:.1f}"
+    ported_logits_match(torch_imagenet, tfm)
     # odd sizes exercise TensorFlow's "same" padding (extra pixel bottom/right) on every stride-2 layer
     rng = np.random.default_rng(0)
     odd = rng.integers(0, 256, size=(2, 75, 75, 3), dtype=np.uint8)

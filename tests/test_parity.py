@@ -7,43 +7,21 @@ import numpy as np
 import pytest
 
 import ftkit
+from _helpers import ported_logits_match
 
 pytest.importorskip("torch")
 pytest.importorskip("tensorflow")
 pytest.importorskip("keras_hub")
 
-ESPRESSO = 967
 SENTENCES = ["A gripping, beautifully shot film.", "Dull, overlong and badly acted.",
              "The plot twists kept me guessing until the very end.", "ok"]
 
 
-def _torch_logits(model, x):
-    import torch
-    model.native.eval()
-    with torch.no_grad():
-        return model.native(x).float().numpy()
-
-
 def test_mobilenet_v2_imagenet_logits_match():
-    skimage = pytest.importorskip("skimage")
-    photo = skimage.data.coffee()[None]                       # (1, 400, 600, 3) uint8
+    pytest.importorskip("skimage")
     pt = ftkit.load_model("mobilenet_v2", framework="torch", num_classes=None, image_size=224, verbose=False)
-    from ftkit.backends.torch import data as ptdata
-    import torch
-    x_pt = ptdata.prepare(pt, torch.from_numpy(photo.transpose(0, 3, 1, 2).copy()))
-    logits_pt = _torch_logits(pt, x_pt)
-
     tfm = ftkit.load_model("mobilenet_v2", framework="tf", num_classes=None, image_size=224, verbose=False)
-    from ftkit.backends.tf import data as tfdata
-    x_tf = tfdata.prepare(tfm, photo).numpy()
-    # the same preprocessing: resize (bilinear, half-pixel centres, no antialias) and normalisation
-    np.testing.assert_allclose(x_tf, x_pt.numpy().transpose(0, 2, 3, 1), atol=2e-5)
-    logits_tf = tfm.native(x_tf, training=False).numpy()
-
-    assert logits_pt.argmax() == logits_tf.argmax() == ESPRESSO
-    scale = np.abs(logits_pt).max()
-    diff = np.abs(logits_pt - logits_tf).max()
-    assert diff < 1e-4 * scale, f"max |diff| {diff:.2e} at logit scale {scale:.1f}"
+    logits_pt = ported_logits_match(pt, tfm)
     p_pt = np.exp(logits_pt - logits_pt.max()) / np.exp(logits_pt - logits_pt.max()).sum()
     assert p_pt.max() > 0.95
     # the backends' parameter counts agree group by group

@@ -178,7 +178,7 @@ class LiveView(widgets.VBox, ftkit.Callback):
         left, middle, right = fig.subfigures(1, 3, width_ratios=[1.0, 0.85, 1.15])
         ax_loss, ax_metric = left.subplots(), middle.subplots()
         lr_axes = list(right.subplots(n, 1, sharex=True, sharey=True, squeeze=False)[:, 0])
-        task = getattr(run.model, "task", "classification")
+        task = run.task
 
         ax_loss.set_title("loss")
         ax_loss.set_xlabel("optimizer step")

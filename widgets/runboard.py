@@ -248,7 +248,7 @@ class RunBoard(widgets.VBox):
             eps = run.history["epochs"]
             if not eps or any(run is h for h in hide):
                 continue
-            tasks.add(getattr(run.model, "task", "classification"))
+            tasks.add(run.task)
             x = [e["epoch"] + 1 for e in eps]
             label = f"{run.name} ({run.framework}, {run.config.strategy})"
             st = style(i)

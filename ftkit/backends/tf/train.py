@@ -14,6 +14,7 @@ and ``tf.function`` rather than Keras ``fit``:
 """
 import contextlib
 import logging
+import weakref
 from collections import OrderedDict, namedtuple
 
 import numpy as np
@@ -112,6 +113,19 @@ def _make_optimizer(cfg):
                                 weight_decay=cfg.weight_decay or None)
 
 
+def _apply_gradients(optimizer, grads_and_vars):
+    """``optimizer.apply_gradients`` in the cross-replica context (a ``merge_call``), where Keras skips its
+    all-reduce of the gradients (a no-op on the one device ftkit trains on). Inside a ``tf.function`` that
+    all-reduce goes through TensorFlow's custom-gradient registry, which keeps every traced step alive, and
+    with it every model's and optimizer's variables, until the process ends: about 0.35 GB per fine-tuned
+    MiniLM, so a notebook comparing four of them could not fit in 2 GB (tests/test_session_runs.py)."""
+    context = tf.distribute.get_replica_context()
+    if context is None:
+        optimizer.apply_gradients(grads_and_vars)
+    else:
+        context.merge_call(lambda _: optimizer.apply_gradients(grads_and_vars))
+
+
 def describe(config):
     """Where a run with ``config`` trains: device, its name and the precision (see ftkit.device_info)."""
     device = pick_device(config.device)
@@ -133,6 +147,7 @@ class _Runtime:
     """
 
     MAX_TRACED = 16   # traced step sets kept per model (least recently used dropped first)
+    _training = None  # a weak reference to the runtime of the model that trained last (see hold)
 
     def __init__(self, model, tf_device):
         self.tf_device = tf_device
@@ -152,8 +167,21 @@ class _Runtime:
             model.runtime[key] = _Runtime(model, tf_device)
         return model.runtime[key]
 
+    def hold(self):
+        """This model starts training: the model that trained before it, if another, frees its training state
+        (optimizers, accumulators, traced steps: about three times its weights, plus the graphs), which it
+        rebuilds, and traces again, only if it trains again. So a notebook comparing several models holds
+        one model's training state, not all of them; its weights and predictions are untouched."""
+        last = _Runtime._training() if _Runtime._training is not None else None
+        if last is not None and last is not self:
+            last.optimizers.clear()
+            last.traced.clear()
+            last.anchors.clear()
+        _Runtime._training = weakref.ref(self)
+
     def optimizer_set(self, cfg):
         """The optimizers and gradient accumulators for ``cfg``'s optimizer settings, reset to a fresh state."""
+        self.hold()
         key = (cfg.optimizer, float(cfg.weight_decay), float(cfg.momentum))
         if key not in self.optimizers:
             with tf.device(self.tf_device):
@@ -455,7 +483,7 @@ class Trainer:
             for i, pairs in plan:
                 todo = [(grad_of[id(v)], v) for v, _ in pairs if id(v) in grad_of]
                 if todo:
-                    optimizers[i].apply_gradients(todo)
+                    _apply_gradients(optimizers[i], todo)
             return tf.constant(True)
 
         def fused_step(x, y, seed):
