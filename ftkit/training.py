@@ -285,7 +285,7 @@ def _fit(run, data, callbacks):
             _take_notes(run, trainer)
             if record is not None:
                 record = _validate(run, trainer, data, record)
-            weights = trainer.get_weights()
+            weights = trainer.get_weights(previous=best.kept)
             if record is not None and not _all_finite(weights):
                 run.message, record = f"weights became infinite or NaN in epoch {epoch + 1}", None
             if record is None:  # the loss, the validation loss or the weights are no longer finite
@@ -436,12 +436,18 @@ class _SpikeGuard:
 
 
 class _Best:
-    """The best monitored value so far, its epoch and weights, and the epochs since it improved."""
+    """The best monitored value so far, its epoch and weights, and the epochs since it improved. The weights
+    the run started from are kept only until an epoch finishes (then a diverged run keeps the best epoch's)."""
 
     def __init__(self, monitor, initial):
         self.monitor, self.initial = monitor, initial
         self.score = self.weights = self.epoch = None
         self.bad_epochs = 0
+
+    @property
+    def kept(self):
+        """The snapshot held now (the best epoch's, else the initial): a new one shares its unchanged weights."""
+        return self.initial if self.weights is None else self.weights
 
     def update(self, record, weights):
         score = record[self.monitor] * (1 if self.monitor == "val_loss" else -1)
@@ -449,6 +455,7 @@ class _Best:
             self.score, self.weights, self.epoch, self.bad_epochs = score, weights, record["epoch"], 0
         else:
             self.bad_epochs += 1
+        self.initial = None
 
 
 def _progress(config, total, desc):

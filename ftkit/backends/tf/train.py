@@ -13,6 +13,7 @@ and ``tf.function`` rather than Keras ``fit``:
 * on a GPU, bf16 mixed precision (fp16 with dynamic loss scaling where bf16 is missing).
 """
 import contextlib
+import gc
 import logging
 import weakref
 from collections import OrderedDict, namedtuple
@@ -152,7 +153,8 @@ class _Runtime:
     def __init__(self, model, tf_device):
         self.tf_device = tf_device
         self.vars = [group_variables(g.members) for g in model.groups]
-        self.optimizers = {}            # (optimizer, weight_decay, momentum) -> (optimizers, accumulators)
+        self.optimizers = {}            # (optimizer, weight_decay, momentum) -> one optimizer per group
+        self.accum = None               # gradient accumulators per group, made when first needed
         self.traced = OrderedDict()     # step key -> _Steps, or a predict/feature function
         self.anchors = {}               # id(variable) -> its value when the run started (L2-SP)
         self.counter = {"traces": 0}
@@ -175,33 +177,44 @@ class _Runtime:
         last = _Runtime._training() if _Runtime._training is not None else None
         if last is not None and last is not self:
             last.optimizers.clear()
+            last.accum = None
             last.traced.clear()
             last.anchors.clear()
+            gc.collect()   # Keras layers and traced functions refer to each other: free them now, not later
         _Runtime._training = weakref.ref(self)
 
     def optimizer_set(self, cfg):
-        """The optimizers and gradient accumulators for ``cfg``'s optimizer settings, reset to a fresh state."""
+        """The optimizers for ``cfg``'s optimizer settings (one per group), reset to a fresh state; the
+        accumulators, if any, are zeroed."""
         self.hold()
         key = (cfg.optimizer, float(cfg.weight_decay), float(cfg.momentum))
         if key not in self.optimizers:
             with tf.device(self.tf_device):
-                accum = [[tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False) for v in vs]
-                         for vs in self.vars]
                 opts = []
                 for vs in self.vars:
                     opt = _make_optimizer(cfg)
                     opt.exclude_from_weight_decay(var_list=[v for v in vs if len(v.shape) <= 1])
                     opt.build(vs)
                     opts.append(opt)
-            self.optimizers[key] = (opts, accum)
-        opts, accum = self.optimizers[key]
+            self.optimizers[key] = opts
+        opts = self.optimizers[key]
         for opt in opts:   # a new run starts from a fresh optimizer: zero moments and step count
             for v in opt.variables:
                 v.assign(tf.zeros_like(v))
-        for accs in accum:
+        for accs in self.accum or ():
             for a in accs:
                 a.assign(tf.zeros_like(a))
-        return key, opts, accum
+        return key, opts
+
+    def accumulators(self):
+        """The gradient accumulators (a float32 zero copy of every weight, per group), made by the first step
+        that needs them: gradient accumulation, fp16 loss scaling or ``train_step(update=False)``. A plain
+        step hands its gradients straight to the optimizers, so most runs never hold this copy."""
+        if self.accum is None:
+            with tf.device(self.tf_device):
+                self.accum = [[tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False) for v in vs]
+                              for vs in self.vars]
+        return self.accum
 
     def get(self, key, make):
         """The traced function(s) stored under ``key``, made with ``make()`` if missing; (value, is_new)."""
@@ -324,7 +337,9 @@ class Trainer:
         """The optimizers and accumulators (only when training: predict-only Trainers, as evaluate() makes,
         need neither), reset for this run."""
         if self._optimizers is None:
-            self._opt_key, self._optimizers, self._accum = self.rt.optimizer_set(self.config)
+            self._opt_key, self._optimizers = self.rt.optimizer_set(self.config)
+            if self.config.grad_accum > 1 or self.precision == "fp16":
+                self._accum = self.rt.accumulators()
             for opt, lr in zip(self._optimizers, self._lrs):
                 opt.learning_rate = lr
 
@@ -420,7 +435,7 @@ class Trainer:
         dropout = tuple(float(d.rate) for d in dropout_layers([self.net]))
         return ("train", tuple(self.mask), self.features is not None, frozenset(live), dropout, self.precision,
                 self._opt_key, cfg.grad_accum, cfg.clip_norm, cfg.l2sp, cfg.label_smoothing, cfg.augment,
-                self.class_weights, cfg.grad_checkpointing), live
+                self.class_weights, cfg.grad_checkpointing, self._accum is not None), live
 
     def _step_fns(self):
         """The traced gradient and update steps of the current mask, from the model's runtime."""
@@ -445,10 +460,11 @@ class Trainer:
         grad_accum, clip_norm, l2sp = cfg.grad_accum, cfg.clip_norm, cfg.l2sp
         optimizers = self._optimizers
         # (group index, [(variable, accumulator)]) of every group that trains now
-        plan = [(i, [(v, a) for v, a in zip(self._vars[i], self._accum[i]) if id(v) in live])
+        accum = self._accum or [[None] * len(vs) for vs in self._vars]   # None: only fused steps, no accumulators
+        plan = [(i, [(v, a) for v, a in zip(self._vars[i], accum[i]) if id(v) in live])
                 for i, m in enumerate(self.mask) if m]
         variables = [v for _, pairs in plan for v, _ in pairs]
-        accums = [a for _, pairs in plan for _, a in pairs]
+        accums = [a for _, pairs in plan for _, a in pairs if a is not None]
         anchors = [(v, rt.anchors[id(v)]) for v in variables if id(v) in rt.anchors] if l2sp > 0 else []
         scale = rt.loss_scale if self.precision == "fp16" else None
         correct = rt.correct
@@ -541,6 +557,9 @@ class Trainer:
             self._seen += len(y)
             if update and self.config.grad_accum == 1 and scale is None:
                 return float(steps.fused(x, y, seed))
+            if self._accum is None:   # train_step(update=False) on a plain run: accumulators from now on
+                self._accum, self._steps = self.rt.accumulators(), None
+                steps = self._step_fns()
             value = float(steps.grad(x, y, seed))
             if update and np.isfinite(value):
                 if scale is not None and not bool(steps.grads_finite()):
@@ -598,9 +617,16 @@ class Trainer:
         return float(np.concatenate(losses).mean()), np.concatenate(scores)
 
     # -- weights -----------------------------------------------------------------------------------------
-    def get_weights(self):
-        """A copy of every weight (BatchNorm statistics included), keyed like io.save_weights."""
-        return {k: np.array(v.numpy(), copy=True) for k, v in named_weights(self.net).items()}
+    def get_weights(self, previous=None):
+        """A copy of every weight (BatchNorm statistics included), keyed like io.save_weights. A weight still
+        equal to its copy in ``previous`` (an earlier snapshot) shares that copy, so a snapshot costs memory
+        only for what changed (a LoRA run changes about 2% of the weights)."""
+        out = {}
+        for k, v in named_weights(self.net).items():
+            value, old = v.numpy(), (previous or {}).get(k)
+            same = old is not None and old.dtype == value.dtype and np.array_equal(old, value)
+            out[k] = old if same else np.array(value, copy=True)
+        return out
 
     def set_weights(self, snapshot):
         weights = named_weights(self.net)

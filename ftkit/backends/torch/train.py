@@ -274,8 +274,16 @@ class Trainer:
         return float(torch.cat(losses).mean()), torch.cat(outputs).numpy()
 
     # -- weights -----------------------------------------------------------------------------------------
-    def get_weights(self):
-        return {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+    def get_weights(self, previous=None):
+        """A copy of every weight (BatchNorm statistics included), keyed like io.save_weights. A weight still
+        equal to its copy in ``previous`` (an earlier snapshot) shares that copy, so a snapshot costs memory
+        only for what changed (a LoRA run changes about 2% of the weights)."""
+        out = {}
+        for k, v in self.net.state_dict().items():
+            old = (previous or {}).get(k)
+            same = old is not None and old.dtype == v.dtype and old.shape == v.shape and torch.equal(old, v)
+            out[k] = old if same else v.detach().clone()
+        return out
 
     def set_weights(self, snapshot):
         self.net.load_state_dict(snapshot)
