@@ -144,7 +144,7 @@ class Dataset:
                 raise DataError(f"{which} must be an (x, y) pair")
             x, y = pair
             if task == "detection":   # a list of {"boxes", "labels"} dicts, checked by the task
-                return Split(inputs(x, which), list(y) if isinstance(y, (list, tuple)) else y)
+                return Split(inputs(x, which), list(y) if isinstance(y, (list, tuple, np.ndarray)) else y)
             return Split(inputs(x, which), _array(y, f"dataset {name!r}: {which} y", "give one label per input"))
         splits = {"train": split(train, "train"), "val": split(val, "val"),
                   "test": split(val if test is None else test, "test")}
@@ -177,7 +177,7 @@ class Dataset:
         task = get_task(self.task)
         for which, s in self.splits.items():
             where = f"dataset {self.name!r}: {which}"
-            if self.task == "qa":   # examples are dicts: the task checks inputs and answers together
+            if task.checks_examples:   # QA's dicts: the task checks inputs and targets together
                 if len(s) == 0:
                     raise DataError(f"dataset {self.name!r}: the {which!r} split is empty")
                 task.check_split(self.name, which, s, None)   # answers of None: inputs to predict

@@ -1,4 +1,5 @@
-"""Evaluation metrics: scikit-learn's where it has them, and calibration (ECE, reliability diagram).
+"""Evaluation metrics: scikit-learn's where it has them, calibration (ECE, reliability diagram), and
+sacrebleu's BLEU and chrF for generated text.
 
 NumPy only: this module imports neither torch nor TensorFlow.
 """
@@ -107,6 +108,42 @@ def regression_metrics(y_true, y_pred):
     mse = float(skm.mean_squared_error(y_true, y_pred))
     return {"mse": mse, "rmse": mse ** 0.5, "mae": float(skm.mean_absolute_error(y_true, y_pred)),
             "r2": float(skm.r2_score(y_true, y_pred))}
+
+
+def generation_metrics(hypotheses, references, normalize=None):
+    """Corpus BLEU and chrF (sacrebleu's defaults: BLEU-4 with the 13a tokenizer and the brevity penalty,
+    chrF with character 6-grams and beta 2; both 0-100) and the exact-match rate (0-1) of generated texts.
+
+    ``references``: one string per hypothesis, or one list of strings per hypothesis (several references;
+    BLEU takes the best n-gram counts over them, exact match any of them). ``normalize`` (optional) maps
+    every text, hypotheses and references alike, before scoring: e.g. a tokenizer's lower-casing."""
+    import sacrebleu
+    hypotheses = _texts(hypotheses, "hypotheses")
+    refs = [[r] if isinstance(r, str) else list(r) for r in references]
+    if len(refs) != len(hypotheses):
+        raise DataError(f"{len(hypotheses)} hypotheses but {len(refs)} references; give one (or a list) per hypothesis")
+    if not hypotheses:
+        raise DataError("no hypotheses to score")
+    for i, r in enumerate(refs):
+        _texts(r, f"references[{i}]")
+        if not r:
+            raise DataError(f"references[{i}] is empty; give at least one reference text")
+    if normalize is not None:
+        hypotheses = [normalize(h) for h in hypotheses]
+        refs = [[normalize(t) for t in r] for r in refs]
+    width = max(len(r) for r in refs)   # sacrebleu takes reference streams, one text per hypothesis in each
+    streams = [[r[k] if k < len(r) else None for r in refs] for k in range(width)]
+    return {"bleu": float(sacrebleu.corpus_bleu(hypotheses, streams).score),
+            "chrf": float(sacrebleu.corpus_chrf(hypotheses, streams).score),
+            "exact_match": float(np.mean([h.strip() in [t.strip() for t in r] for h, r in zip(hypotheses, refs)]))}
+
+
+def _texts(values, what):
+    values = list(values)
+    bad = [i for i, v in enumerate(values) if not isinstance(v, str)]
+    if bad:
+        raise DataError(f"{what}[{bad[0]}] is a {type(values[bad[0]]).__name__} ({values[bad[0]]!r}); give strings")
+    return values
 
 
 def compute(task, y_true, scores):

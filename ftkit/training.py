@@ -397,8 +397,9 @@ def _validate(run, trainer, data, record):
         return None
     record["val_loss"] = val_loss
     task = get_task(run.model.task)
-    outputs = task.outputs(logits, trainer.encoded(data.val), data.val)
-    for k, v in task.metrics(data.val, outputs).items():
+    encoded = trainer.encoded(data.val)
+    outputs = task.outputs(logits, encoded, data.val)
+    for k, v in task.metrics(data.val, outputs, encoded).items():
         if k != "confusion_matrix":
             record[f"val_{k}"] = v
     return record
@@ -515,7 +516,8 @@ def _predict(model, data, split, config, head="new"):
     trainer.set_trainable(model.trainable_mask())
     s = data.splits[split]
     loss, logits = trainer.predict(s, head=model.original_head if head == "original" else None)
-    return loss, get_task(model.task).outputs(logits, trainer.encoded(s), s)
+    encoded = trainer.encoded(s)
+    return loss, get_task(model.task).outputs(logits, encoded, s), encoded
 
 
 def device_info(framework="torch", config=None):
@@ -529,5 +531,5 @@ def device_info(framework="torch", config=None):
 def evaluate(model, data, split="test", config=None):
     """The loss and the task's metrics of ``model`` on one split: classification and regression with
     scikit-learn; question answering with SQuAD's exact match and F1 (ftkit.tasks)."""
-    loss, outputs = _predict(model, data, split, config)
-    return {"loss": loss, **get_task(model.task).metrics(data.splits[split], outputs)}
+    loss, outputs, encoded = _predict(model, data, split, config)
+    return {"loss": loss, **get_task(model.task).metrics(data.splits[split], outputs, encoded)}

@@ -18,8 +18,9 @@ widgets never ask which task they run:
 ``outputs(logits, encoded, split)``
     Predictions, in NumPy, one per example of the split: class probabilities, regression values,
     answer strings.
-``metrics(split, outputs)``
-    The task's metrics, a dict of numbers (``evaluate``, and ``val_<name>`` in a run's history).
+``metrics(split, outputs, encoded)``
+    The task's metrics, a dict of numbers (``evaluate``, and ``val_<name>`` in a run's history);
+    ``encoded`` is the split's rows (seq2seq reads its tokenizer there).
 
 The model side is the backend's: ``load_model(name, task=...)`` builds a network whose output is what the
 task's loss takes (logits (N, classes); (N, 1); span logits (N, 2, tokens) for QA; for detection a
@@ -58,6 +59,7 @@ class Task:
     counts_correct = False      # True: a run reports its training accuracy (argmax of the logits = target)
     monitors = ()               # validation metrics a run may monitor, besides val_loss
     per_class = False           # True: Dataset.subset draws n examples per class
+    checks_examples = False     # True: inputs are not plain images, rows or texts; check_split checks them all
 
     def check_split(self, dataset, which, split, num_classes):
         """Refuse split ``which`` of ``dataset`` (its name) when this task cannot learn from its targets
@@ -76,12 +78,13 @@ class Task:
     def outputs(self, logits, encoded, split):
         raise NotImplementedError
 
-    def metrics(self, split, outputs):
+    def metrics(self, split, outputs, encoded=None):
         raise NotImplementedError
 
 
 def get(name):
-    """The task called ``name`` (classification, regression, qa or detection); tasks hold no state, so one of each serves."""
+    """The task called ``name`` (classification, regression, qa or detection); tasks hold no state, so one of
+    each serves."""
     tasks = _tasks()
     choose("task", name, list(tasks))
     return tasks[name]

@@ -51,7 +51,7 @@ class Classification(Task):
     def outputs(self, logits, encoded, split):
         return softmax(logits)
 
-    def metrics(self, split, outputs):
+    def metrics(self, split, outputs, encoded=None):
         return _metrics.classification_metrics(split.y, outputs)
 
 
@@ -73,5 +73,5 @@ class Regression(Task):
     def outputs(self, logits, encoded, split):
         return np.asarray(logits, dtype=np.float32).reshape(len(logits), -1)[:, 0]
 
-    def metrics(self, split, outputs):
+    def metrics(self, split, outputs, encoded=None):
         return _metrics.regression_metrics(split.y, outputs)

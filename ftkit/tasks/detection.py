@@ -94,7 +94,7 @@ class Detection(Task):
     def outputs(self, logits, encoded, split):
         return [unpad_detections(row) for row in logits]
 
-    def metrics(self, split, outputs):
+    def metrics(self, split, outputs, encoded=None):
         return detection_scores(split.y, outputs)
 
 

@@ -36,6 +36,7 @@ class QuestionAnswering(Task):
     name = "qa"
     loss = "cross_entropy"          # over the tokens: logits (N, 2, tokens), targets (N, 2) token positions
     monitors = ("val_exact_match", "val_f1")
+    checks_examples = True          # questions and contexts are dicts: check_split checks them with the answers
 
     def check_split(self, dataset, which, split, num_classes):
         check_examples(split.x, _labels(split), f"dataset {dataset!r}: {which}")
@@ -53,7 +54,7 @@ class QuestionAnswering(Task):
         logits = np.asarray(logits, dtype=np.float32)
         return best_answers(logits[:, 0], logits[:, 1], encoded.meta, [ex["context"] for ex in split.x])
 
-    def metrics(self, split, outputs):
+    def metrics(self, split, outputs, encoded=None):
         return squad_scores(outputs, split.y)
 
 

@@ -53,9 +53,12 @@ def group_features(model, images, batch_size):
     outputs = [layer.output for layer in last] + [owner.outputs[0]]
     tap = keras.Model(owner.inputs, outputs, name="ftkit_group_outputs")
     head = None if owner is model.native else model.head
+    # traced, not eager: a graph frees each activation once used (eagerly, a batch of 64 images at 128 px
+    # left the process about 2 GB larger; traced, 0.35 GB)
+    run = tf.function(lambda x: tap(x, training=False), reduce_retracing=True)
     outs = [[] for _ in model.groups]
     for i in range(0, len(images), batch_size):
-        got = tap(tdata.prepare(model, images[i:i + batch_size]), training=False)
+        got = run(tdata.prepare(model, images[i:i + batch_size]))
         got = list(got) if isinstance(got, (list, tuple)) else [got]
         if head is not None:   # the body's output -> the head's logits
             got = [*got[:-1], head(got[-1], training=False)]

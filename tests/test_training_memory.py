@@ -1,0 +1,141 @@
+"""What a run holds while it trains: weight snapshots share the weights that did not change, TensorFlow makes
+gradient accumulators only for the steps that need them, and the previous model's TensorFlow training state
+is freed as soon as another model starts training (without waiting for Python's cyclic garbage collector)."""
+import gc
+import weakref
+
+import numpy as np
+import pytest
+
+import ftkit
+from test_session_runs import tabular_digits, tiny_model
+
+FRAMEWORKS = ["torch", "tf"]
+
+
+def _needs(framework):
+    pytest.importorskip("torch" if framework == "torch" else "tensorflow")
+
+
+def _np(value):
+    """A numpy copy of a torch tensor or a numpy array."""
+    return np.array(value.numpy() if hasattr(value, "numpy") else value, copy=True)
+
+
+def _values(snapshot):
+    return {k: _np(v) for k, v in snapshot.items()}
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_snapshot_shares_unchanged_weights_and_copies_changed_ones(framework, digits):
+    """head_only trains the head: the new snapshot is the old one's object for every body weight, a fresh
+    copy for the head's, and its values are the model's (not the old snapshot's)."""
+    _needs(framework)
+    data = tabular_digits(digits)
+    model = tiny_model(framework)
+    cfg = ftkit.FineTuneConfig(optimizer="sgd", lr=0.5, batch_size=32, progress=False)
+    tr = model.backend.train.Trainer(model, cfg)
+    tr.set_trainable([False, True])
+    tr.set_lrs([0.5, 0.5])
+    first = tr.get_weights()
+    for batch in tr.batches(data.train, shuffle=True, seed=0):
+        tr.train_step(batch)
+    second = tr.get_weights(previous=first)
+    now = _values(tr.get_weights())
+    head = [k for k in second if k.startswith(("2.", "dense_1"))]
+    assert head and len(head) < len(second)
+    for k in second:
+        if k in head:
+            assert second[k] is not first[k] and not np.array_equal(_np(second[k]), _np(first[k])), k
+        else:
+            assert second[k] is first[k], f"{k} did not change but was copied"
+        np.testing.assert_array_equal(_np(second[k]), now[k])
+    # the shared arrays are copies the model does not write into: more training leaves both snapshots as they were
+    frozen = _values(second)
+    tr.set_trainable([True, True])
+    for batch in tr.batches(data.train, shuffle=True, seed=1):
+        tr.train_step(batch)
+    assert all(np.array_equal(_np(second[k]), frozen[k]) for k in second)
+    tr.set_weights(second)
+    assert all(np.array_equal(v, frozen[k]) for k, v in _values(tr.get_weights()).items())
+
+
+def _tf_runtime(model):
+    (rt,) = model.runtime.values()
+    return rt
+
+
+def test_tf_plain_runs_make_no_gradient_accumulators(digits):
+    """A plain TF step hands its gradients to the optimizer: no float32 copy of the weights is made. Gradient
+    accumulation makes one, and train_step(update=False) on a plain run makes one when it is first needed."""
+    pytest.importorskip("tensorflow")
+    data = tabular_digits(digits)
+    model = tiny_model("tf")
+    run = ftkit.finetune(model, data, epochs=1, batch_size=32, progress=False)
+    assert run.status == "finished" and _tf_runtime(model).accum is None
+
+    model = tiny_model("tf")
+    run = ftkit.finetune(model, data, epochs=1, batch_size=16, grad_accum=2, progress=False)
+    rt = _tf_runtime(model)
+    assert run.status == "finished" and rt.accum is not None
+    assert [[tuple(a.shape) for a in accs] for accs in rt.accum] == [[tuple(v.shape) for v in vs] for vs in rt.vars]
+
+    model = tiny_model("tf")
+    cfg = ftkit.FineTuneConfig(optimizer="sgd", momentum=0.0, weight_decay=0.0, batch_size=32, progress=False)
+    tr = model.backend.train.Trainer(model, cfg)
+    tr.set_trainable([True, True])
+    tr.set_lrs([0.1, 0.1])
+    batch = next(tr.batches(data.train, shuffle=True, seed=0))
+    tr.train_step(batch)
+    assert _tf_runtime(model).accum is None
+    before = [v.numpy().copy() for vs in tr._vars for v in vs]
+    tr.train_step(batch, update=False)
+    assert _tf_runtime(model).accum is not None
+    assert all(np.array_equal(b, v.numpy()) for b, v in zip(before, [v for vs in tr._vars for v in vs]))
+    tr.train_step(batch)   # the accumulated gradient and this one: a real update
+    assert not all(np.array_equal(b, v.numpy()) for b, v in zip(before, [v for vs in tr._vars for v in vs]))
+
+
+def test_tf_previous_training_state_is_freed_when_another_model_trains(digits):
+    """The optimizer of a model the notebook still holds is released, and gone, once another model trains,
+    without the notebook calling the garbage collector."""
+    pytest.importorskip("tensorflow")
+    data = tabular_digits(digits)
+    first = tiny_model("tf")
+    ftkit.finetune(first, data, epochs=1, batch_size=32, progress=False)
+    (opts,) = _tf_runtime(first).optimizers.values()
+    slot = weakref.ref(opts[0].variables[-1])
+    del opts
+    gc.disable()   # only what the kit itself collects
+    try:
+        ftkit.finetune(tiny_model("tf"), data, epochs=1, batch_size=32, progress=False)
+        assert slot() is None, "the first model's optimizer state outlived the start of the next model's run"
+    finally:
+        gc.enable()
+    assert first.predict(data.val.x[:4]).shape == (4, 10)
+
+
+GROUP_FEATURES = """
+import numpy as np
+import ftkit
+
+def anon_gb():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("RssAnon")) / 1e6
+
+model = ftkit.load_model("mobilenet_v2", framework="tf", num_classes=10, image_size=128, verbose=False)
+images = np.random.default_rng(0).integers(0, 256, (128, 28, 28), dtype=np.uint8)
+before = anon_gb()
+features = ftkit.analysis.group_features(model, images, batch_size=64)
+print("GB", round(anon_gb() - before, 3), features["stem"].shape)
+"""
+
+
+def test_tf_group_features_of_large_batches_stay_small():
+    """Notebook 03 reads each group's output for 200 images at 128 px: run eagerly, a batch of 64 left the
+    TensorFlow process 2.1 GB larger and a 2 GB machine killed it; traced, it grows by about 0.35 GB."""
+    pytest.importorskip("tensorflow")
+    from conftest import run_python
+    r = run_python(GROUP_FEATURES, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    grown = float(r.stdout.split("GB")[-1].split()[0])
+    assert grown < 0.8, f"group_features left the process {grown} GB larger"
