@@ -23,9 +23,10 @@ def parse(doc, contenders, n, size, batch, what):
     return p.parse_args()
 
 
-def main(script, doc, contenders, one, *, n, size, batch, what, width=14):
+def main(script, doc, contenders, one, *, n, size, batch, what, width=14, unit="samples/s"):
     """Parse the command line; with ``--one`` run that contender here and print its result as JSON,
-    else run every contender in fresh processes and return ``(args, {name: best samples/s})``."""
+    else run every contender in fresh processes and return ``(args, {name: best samples/s})`` (``unit``:
+    what a contender's number counts, for the progress lines)."""
     args = parse(doc, contenders, n, size, batch, what)
     if args.one:
         print(json.dumps({"samples_per_sec": one(args.one, args)}))
@@ -46,11 +47,11 @@ def main(script, doc, contenders, one, *, n, size, batch, what, width=14):
                 continue
             value = json.loads(line[-1])["samples_per_sec"]
             results[name] = max(results.get(name, 0.0), value)
-            print(f"{name:<{width}}{value:10.1f} samples/s", flush=True)
+            print(f"{name:<{width}}{value:10.1f} {unit}", flush=True)
     return args, results
 
 
 def machine(args, what):
     import platform
-    return (f"{args.n} {what}, {args.size} px, batch {args.batch}, best of {args.repeats} (interleaved); "
+    return (f"{args.n} {what}, --size {args.size}, batch {args.batch}, best of {args.repeats} (interleaved); "
             f"{platform.processor() or platform.machine()}")

@@ -20,7 +20,7 @@ from .models import MODELS, OFFLINE_MODELS, FTModel, LayerGroup, load_model, wra
 from .runs import load_run  # noqa: E402
 from .schedules import SCHEDULES, group_lrs, lr_curve  # noqa: E402
 from .strategies import STRATEGIES, suggest_strategy  # noqa: E402
-from .training import Callback, Run, device_info, evaluate, finetune, predict, session_runs  # noqa: E402
+from .training import Callback, Run, device_info, evaluate, finetune, generate, predict, session_runs  # noqa: E402
 from . import notebook  # noqa: E402
 from . import analysis  # noqa: E402
 from . import augment  # noqa: E402
@@ -34,7 +34,8 @@ from . import efficiency  # noqa: E402
 from .text import show_tokens  # noqa: E402
 from .boxes import show_anchors, show_detections  # noqa: E402
 from . import tasks  # noqa: E402
-from .tasks import qa  # noqa: E402
+from .tasks import qa, seq2seq  # noqa: E402
+from . import translation_data  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -47,7 +48,7 @@ def profile(framework="torch"):
 __all__ = ["FineTuneConfig", "DATASETS", "Dataset", "Split", "load_dataset", "ConfigError", "DataError",
            "FtkitError", "OfflineError", "RunFolderError", "LRFinderResult", "lr_find", "MODELS", "OFFLINE_MODELS", "FTModel",
            "LayerGroup", "load_model", "wrap_model", "load_run", "SCHEDULES", "group_lrs", "lr_curve",
-           "STRATEGIES", "suggest_strategy", "Callback", "Run", "device_info", "evaluate", "finetune", "predict",
-           "session_runs", "profile", "notebook", "analysis", "sampling", "difficulty", "ActiveLearningResult",
+           "STRATEGIES", "suggest_strategy", "Callback", "Run", "device_info", "evaluate", "finetune", "generate",
+           "predict", "session_runs", "profile", "notebook", "analysis", "sampling", "difficulty", "ActiveLearningResult",
            "active_learning", "peft", "augment", "augment_examples", "metrics",
            "efficiency", "show_tokens", "show_anchors", "show_detections"]

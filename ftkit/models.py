@@ -119,13 +119,14 @@ class FTModel:
 
     @property
     def new_groups(self):
-        """How many of the last groups are new, with no pre-trained weights (1, the head; a detector: 2, its
-        feature pyramid and its heads): every strategy trains them (ftkit.strategies)."""
+        """How many of the last groups are new, holding weights that start random (1, the head; a detector: 2,
+        its feature pyramid and its heads; a seq2seq model: its cross-attention and its output layer): every
+        strategy trains them (ftkit.strategies)."""
         if not self.new_members:
             return 1
         new, n = {id(m) for m in self.new_members}, 0
-        for g in reversed(self.groups):
-            if not g.members or not all(id(m) in new for m in g.members):
+        for g in reversed(self.groups):   # a group with any new member must train: it starts random
+            if not any(id(m) in new for m in g.members):
                 break
             n += 1
         return max(n, 1)
@@ -203,10 +204,11 @@ class FTModel:
         from .config import FineTuneConfig
         from .strategies import plan
         counts = self.param_counts()
+        w = max(14, 2 + max(len(g.name) for g in self.groups))   # the name column
         if config is None:
-            rows = [f"{'group':<14}{'params':>12}  state now"]
+            rows = [f"{'group':<{w}}{'params':>12}  state now"]
             for g, n, t in zip(self.groups, counts, self.trainable_mask()):
-                rows.append(f"{g.name:<14}{n:>12,}  {'trainable' if t else 'frozen'}")
+                rows.append(f"{g.name:<{w}}{n:>12,}  {'trainable' if t else 'frozen'}")
             rows.append("(a run sets this from its strategy when it starts: summary(config) shows what it trains)")
             return "\n".join(rows)
         if isinstance(config, str):
@@ -215,9 +217,9 @@ class FTModel:
             raise ConfigError(f"summary(config={config!r}): give a FineTuneConfig or a strategy name")
         config.validate(n_groups=len(self.groups))
         mask = plan(config, len(self.groups), self.new_groups)[0]
-        rows = [f"{'group':<14}{'params':>12}  strategy={config.strategy!r}, epoch 1"]
+        rows = [f"{'group':<{w}}{'params':>12}  strategy={config.strategy!r}, epoch 1"]
         for g, n, t in zip(self.groups, counts, mask):
-            rows.append(f"{g.name:<14}{n:>12,}  {'trains in epoch 1' if t else 'frozen'}")
+            rows.append(f"{g.name:<{w}}{n:>12,}  {'trains in epoch 1' if t else 'frozen'}")
         from .peft import trainable_count
         trained = trainable_count(self, config, mask)
         what = f" (peft={config.peft!r}: the head and, in the other groups, " \
@@ -281,6 +283,16 @@ def load_model(name, framework="torch", num_classes=None, *, task="classificatio
             raise ConfigError(f"stride={stride} must be less than half of max_length={max_length}")
     elif stride is not None:
         raise ConfigError(f"stride={stride!r} applies to task='qa' (windows over long contexts); leave it None")
+    if task == "seq2seq":
+        if modality != "text":
+            raise ConfigError(f"task='seq2seq' warm-starts an encoder-decoder from a text model; {name!r} takes "
+                              f"{modality} inputs (text models: "
+                              f"{', '.join(k for k, v in MODELS.items() if v[0] == 'text')})")
+        if num_classes is not None:
+            raise ConfigError(f"num_classes={num_classes!r}: a seq2seq model writes text, it has no classes; "
+                              "leave num_classes=None with task='seq2seq'")
+        max_length = whole_number("max_length", 32 if max_length is None else max_length, 4,
+                                  " (tokens: the longest source it reads and the longest text it writes)")
     if task == "detection":
         if name not in DETECTION_BACKBONES:
             raise ConfigError(f"task='detection' is built on {', '.join(DETECTION_BACKBONES)}; got model {name!r}")
@@ -309,13 +321,16 @@ def load_model(name, framework="torch", num_classes=None, *, task="classificatio
         image_size = 224 if num_classes is None else 96
     parts = _frameworks.backend(fw).models.build(name, num_classes, task=task, dropout=dropout, pretrained=pretrained,
                                                  image_size=image_size, max_length=max_length or 64, stride=stride)
+    if task == "seq2seq" and max_length > parts["input_spec"]["max_positions"]:
+        raise ConfigError(f"max_length={max_length} is more than {name!r} has positions for "
+                          f"({parts['input_spec']['max_positions']})")
     names = imagenet_class_names() if num_classes is None and modality == "image" else None
     model = FTModel(name, fw, parts["native"], parts["groups"], parts["input_spec"], body=parts.get("body"),
-                    head=parts.get("head"), num_classes=None if task == "qa" else num_classes or 1000,
+                    head=parts.get("head"), num_classes=None if task in ("qa", "seq2seq") else num_classes or 1000,
                     source=parts["source"], task=task, class_names=names,
                     original_head=parts.get("original_head") if task == "classification" else None,
                     new=parts.get("new"))
-    model.fresh_head = num_classes is not None or task == "qa"
+    model.fresh_head = num_classes is not None or task in ("qa", "seq2seq")
     model.pretrained = pretrained
     if verbose:
         print(f"ftkit: {name} ({fw}) weights from {model.source}")
@@ -325,7 +340,7 @@ def load_model(name, framework="torch", num_classes=None, *, task="classificatio
 def head_for(data):
     """The ``load_model`` arguments a model needs for ``data``: its ``task``, its ``num_classes`` (none for
     QA's span head) and, for a detector, the ``image_size`` of its images (a detector does not resize)."""
-    kwargs = {"task": data.task, "num_classes": None if data.task == "qa" else data.num_classes}
+    kwargs = {"task": data.task, "num_classes": None if data.task in ("qa", "seq2seq") else data.num_classes}
     if data.task == "detection":
         kwargs["image_size"] = int(data.train.x.shape[1])
     return kwargs

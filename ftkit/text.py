@@ -20,6 +20,13 @@ def _tokenizer(path, max_length):
     return tok
 
 
+def special_ids(path):
+    """The ids of [CLS], [SEP] and [PAD] in the tokenizer file ``path`` (a seq2seq decoder's start, end and
+    padding tokens)."""
+    tok = _tokenizer(path, None)
+    return {t: tok.token_to_id(t) for t in ("[CLS]", "[SEP]", "[PAD]")}
+
+
 def tokenize(model, texts):
     """Token ids and attention mask (NumPy int32, shape (N, max_length)) for ``model``'s tokenizer."""
     spec = model.input_spec

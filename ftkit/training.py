@@ -468,7 +468,8 @@ def _progress(config, total, desc):
 
 def predict(model, data, split="test", config=None, *, head="new", batch_size=64):
     """Predictions of ``model``, one per example: class probabilities (N, classes), predictions for
-    regression (N,), answer strings for question answering (a list), or for detection a list of
+    regression (N,), answer strings for question answering (a list), texts for seq2seq (greedy: see
+    :func:`generate` for beam search), or for detection a list of
     ``{"boxes": (d, 4) [x1, y1, x2, y2] pixels, "scores": (d,), "labels": (d,)}`` after non-maximum
     suppression, best first.
 
@@ -493,12 +494,29 @@ def predict(model, data, split="test", config=None, *, head="new", batch_size=64
         return _predict(model, inputs, "test", config)[1]
     if model.task == "qa":
         return _predict(model, checked_inputs(data, task="qa", modality="text"), "test", config)[1]
+    if model.task == "seq2seq":   # source texts: one, or a list
+        from .tasks.seq2seq import check_lengths
+        inputs = checked_inputs(data, task="seq2seq", modality="text")
+        check_lengths(model, inputs.test.x, None, "inputs")
+        return _predict(model, inputs, "test", config)[1]
     if isinstance(data, list) and data and not isinstance(data[0], str):   # images of different sizes
         return np.concatenate([predict(model, _one_image(x), config=config, head=head) for x in data])
     if model.modality == "image" and not isinstance(data, list):
         data = _one_image(data)
     inputs = checked_inputs(data, task=model.task, modality=model.modality)
     return _predict(model, inputs, "test", config, head)[1]
+
+
+def generate(model, data, split="test", *, num_beams=1, max_length=None, config=None, batch_size=64):
+    """The texts a seq2seq model writes for ``data``: source texts (one, or a list) or a Dataset's ``split``.
+
+    ``num_beams=1`` is greedy decoding (the likeliest next token, every step); more is beam search, which
+    keeps the ``num_beams`` likeliest partial texts and returns the best finished one. A text ends at the
+    end token or after ``max_length`` tokens (default: the model's ``max_length``). Both frameworks decode
+    with a cache of the past keys and values, so each new token costs one decoder step."""
+    from .tasks.seq2seq import decoding_settings
+    with decoding_settings(model, num_beams, max_length):
+        return predict(model, data, split, config, batch_size=batch_size)
 
 
 def _one_image(x):

@@ -24,7 +24,8 @@ widgets never ask which task they run:
 
 The model side is the backend's: ``load_model(name, task=...)`` builds a network whose output is what the
 task's loss takes (logits (N, classes); (N, 1); span logits (N, 2, tokens) for QA; for detection a
-detector returning its loss and its boxes (N, boxes, 6)). ``check_split``, ``check`` and
+detector returning its loss and its boxes (N, boxes, 6); for seq2seq an encoder-decoder returning its
+loss and, in inference mode, the token ids it generated (N, max_length)). ``check_split``, ``check`` and
 ``check_config`` refuse bad targets, a mismatched model and dataset, or a setting the task cannot use,
 before training.
 A new task subclasses :class:`Task`, registers in ``TASKS`` and gets a builder per backend; the loop
@@ -83,8 +84,8 @@ class Task:
 
 
 def get(name):
-    """The task called ``name`` (classification, regression, qa or detection); tasks hold no state, so one of
-    each serves."""
+    """The task called ``name`` (classification, regression, qa, detection or seq2seq); tasks hold no state, so
+    one of each serves."""
     tasks = _tasks()
     choose("task", name, list(tasks))
     return tasks[name]
@@ -95,8 +96,9 @@ def _tasks():
     from .classification import Classification, Regression
     from .detection import Detection
     from .qa import QuestionAnswering
+    from .seq2seq import SequenceToSequence
     return {"classification": Classification(), "regression": Regression(), "qa": QuestionAnswering(),
-            "detection": Detection()}
+            "detection": Detection(), "seq2seq": SequenceToSequence()}
 
 
-NAMES = ("classification", "regression", "qa", "detection")
+NAMES = ("classification", "regression", "qa", "detection", "seq2seq")

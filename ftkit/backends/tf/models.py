@@ -12,6 +12,7 @@ from ... import _frameworks
 from ...errors import ConfigError, OfflineError
 from ...models import (EFFICIENTNET_LITE0_BLOCKS, efficientnet_lite0_weights_path, minilm_path, mobilenet_weights_path,
                        torch_file_as_numpy)
+from ...text import special_ids
 
 tf = _frameworks.tensorflow()
 import keras  # noqa: E402  (after _frameworks.tensorflow(), which sets KERAS_BACKEND)
@@ -436,6 +437,16 @@ def build(name, num_classes, *, task="classification", dropout=0.2, pretrained=T
         parts = _efficientnet_lite0(num_classes, dropout, pretrained, image_size)
     elif name in ("resnet50", "efficientnet_b0"):
         parts = _keras_applications_online(name, num_classes, dropout, image_size)
+    elif name in ("minilm", "bert-base-uncased") and task == "seq2seq":   # warm-started encoder-decoder
+        from . import seq2seq
+        preset = minilm_path() if name == "minilm" else "bert_base_en_uncased"
+        tokenizer, source = _bert_tokenizer(name, preset)
+        native, groups, new, spec = seq2seq.build(preset, pretrained, max_length,
+                                                  lambda weights: _bert_backbone(name, weights)[0],
+                                                  special_ids(tokenizer))
+        return {"native": native, "body": None, "head": None, "groups": groups, "new": new, "source": source,
+                "input_spec": {"modality": "text", "tokenizer": tokenizer, "max_length": max_length, **spec},
+                "original_head": None}
     elif name in ("minilm", "bert-base-uncased") and task == "qa":
         parts = _bert_qa(name, pretrained, max_length, stride)
     elif name in ("minilm", "bert-base-uncased"):

@@ -606,7 +606,8 @@ class Trainer:
             return _Traced(forward, self.rt.counter)
 
         # training=False: independent of the mask and of dropout
-        key = ("predict", features, kind, smoothing, self.precision, None if head is None else id(head))
+        key = ("predict", features, kind, smoothing, self.precision, None if head is None else id(head),
+               tuple(sorted(getattr(model.native, "decoding", {}).items())))   # seq2seq: beams and length
         forward, _ = self.rt.get(key, make)
         losses, scores = [], []
         with tf.device(self._tf_device):

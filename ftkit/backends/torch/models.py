@@ -9,6 +9,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ...errors import ConfigError
 from ...models import EFFICIENTNET_LITE0_BLOCKS, efficientnet_lite0_weights_path, minilm_path, mobilenet_weights_path
+from ...text import special_ids
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -306,6 +307,15 @@ def build(name, num_classes, *, task="classification", dropout=0.2, pretrained=T
         native, groups, spec, source, original = _efficientnet_lite0(num_classes, dropout, pretrained, image_size)
     elif name in ("resnet50", "efficientnet_b0"):
         native, groups, spec, source, original = _torchvision_online(name, num_classes, dropout, image_size)
+    elif name in ("minilm", "bert-base-uncased") and task == "seq2seq":   # warm-started encoder-decoder
+        from . import seq2seq
+        path = minilm_path() if name == "minilm" else name
+        tokenizer, source = _bert_tokenizer(name, path)
+        native, groups, new, spec = seq2seq.build(path, pretrained, max_length, _quiet_transformers,
+                                                  special_ids(tokenizer))
+        return {"native": native, "body": None, "head": None, "groups": groups, "new": new, "source": source,
+                "input_spec": {"modality": "text", "tokenizer": tokenizer, "max_length": max_length, **spec},
+                "original_head": None}
     elif name in ("minilm", "bert-base-uncased") and task == "qa":
         native, groups, spec, source = _bert_qa(name, pretrained, max_length, stride)
     elif name in ("minilm", "bert-base-uncased"):
