@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 
 def parse(doc, contenders, n, size, batch, what):
@@ -55,3 +56,50 @@ def machine(args, what):
     import platform
     return (f"{args.n} {what}, --size {args.size}, batch {args.batch}, best of {args.repeats} (interleaved); "
             f"{platform.processor() or platform.machine()}")
+
+
+def generated_tokens(texts, model):
+    """Generated tokens, the end token included, of every text a seq2seq or captioning ``model`` wrote."""
+    from ftkit.tasks.seq2seq import tokenizer
+    tok = tokenizer(model)
+    return sum(min(len(e.ids) - 1, model.input_spec["max_length"]) for e in tok.encode_batch(texts))
+
+
+def decode_rate(model, inputs, batch):
+    """Tokens per second of ``ftkit.generate`` (greedy) over ``inputs``, after a warm-up on one batch."""
+    import ftkit
+    config = ftkit.FineTuneConfig(batch_size=batch, progress=False)
+    ftkit.generate(model, inputs[:batch], config=config)
+    t = time.perf_counter()
+    texts = ftkit.generate(model, inputs, config=config)
+    return generated_tokens(texts, model) / (time.perf_counter() - t)
+
+
+GENERATION = ["train_reference", "train_ftkit_torch", "train_ftkit_tf", "decode_hf", "decode_ftkit_torch",
+              "decode_ftkit_tf"]
+
+
+def generation_main(script, doc, what, train_reference, train_ftkit, decode_hf, decode_ftkit, **defaults):
+    """A generation benchmark's command line (``main``) over its six contenders (GENERATION): the reference
+    training loop, ftkit's in each framework, transformers' ``generate`` and ftkit's in each framework; then
+    its table (:func:`report_generation`)."""
+    def one(name, args):
+        return {"train_reference": lambda: train_reference(args),
+                "train_ftkit_torch": lambda: train_ftkit(args, "torch"),
+                "train_ftkit_tf": lambda: train_ftkit(args, "tf"), "decode_hf": lambda: decode_hf(args),
+                "decode_ftkit_torch": lambda: decode_ftkit(args, "torch"),
+                "decode_ftkit_tf": lambda: decode_ftkit(args, "tf")}[name]()
+    args, results = main(script, doc, GENERATION, one, what=what, width=20, unit="per s", **defaults)
+    report_generation(args, results, what)
+
+
+def report_generation(args, results, what):
+    """The table of a generation benchmark: training samples/s against ``train_reference``, decoding tokens/s
+    against ``decode_hf``, and TensorFlow's decoding against PyTorch's."""
+    print(f"\n{'contender':<20}{'per s':>10}{'/ reference':>14}   (training: samples/s; decoding: tokens/s)")
+    for name, v in results.items():
+        base = results.get("train_reference" if name.startswith("train") else "decode_hf")
+        print(f"{name:<20}{v:10.1f}{(f'{v / base:.2f}x' if base else '-'):>14}")
+    if "decode_ftkit_tf" in results and "decode_ftkit_torch" in results:
+        print(f"TensorFlow / PyTorch decoding: {results['decode_ftkit_tf'] / results['decode_ftkit_torch']:.2f}x")
+    print("\n" + machine(args, what) + " (--size: max_length in tokens)")

@@ -25,9 +25,6 @@ import time
 
 import _harness
 
-CONTENDERS = ["train_reference", "train_ftkit_torch", "train_ftkit_tf", "decode_hf", "decode_ftkit_torch",
-              "decode_ftkit_tf"]
-
 
 def phrases(n):
     from ftkit.translation_data import phrase_pairs
@@ -87,13 +84,6 @@ def train_ftkit(args, framework):
     return run.history["epochs"][-1]["samples_per_sec"]
 
 
-def _tokens(texts, model):
-    """Generated tokens, the end token included, of every text."""
-    from ftkit.tasks.seq2seq import tokenizer
-    tok = tokenizer(model)
-    return sum(min(len(e.ids) - 1, model.input_spec["max_length"]) for e in tok.encode_batch(texts))
-
-
 def decode_hf(args):
     import torch
     import ftkit
@@ -119,37 +109,19 @@ def decode_hf(args):
     run(x[:args.batch])
     t = time.perf_counter()
     texts = run(x)
-    return _tokens(texts, model) / (time.perf_counter() - t)
+    return _harness.generated_tokens(texts, model) / (time.perf_counter() - t)
 
 
 def decode_ftkit(args, framework):
     import ftkit
     x, _ = phrases(args.n)
     model = ftkit.load_model("minilm", framework=framework, task="seq2seq", max_length=args.size, verbose=False)
-    config = ftkit.FineTuneConfig(batch_size=args.batch, progress=False)
-    ftkit.generate(model, x[:args.batch], config=config)
-    t = time.perf_counter()
-    texts = ftkit.generate(model, x, config=config)
-    return _tokens(texts, model) / (time.perf_counter() - t)
-
-
-def one(name, args):
-    return {"train_reference": lambda: train_reference(args), "train_ftkit_torch": lambda: train_ftkit(args, "torch"),
-            "train_ftkit_tf": lambda: train_ftkit(args, "tf"), "decode_hf": lambda: decode_hf(args),
-            "decode_ftkit_torch": lambda: decode_ftkit(args, "torch"),
-            "decode_ftkit_tf": lambda: decode_ftkit(args, "tf")}[name]()
+    return _harness.decode_rate(model, x, args.batch)
 
 
 def main():
-    args, results = _harness.main(__file__, __doc__, CONTENDERS, one, n=256, size=24, batch=32, what="phrases",
-                                  width=20, unit="per s")
-    print(f"\n{'contender':<20}{'per s':>10}{'/ reference':>14}   (training: samples/s; decoding: tokens/s)")
-    for name, v in results.items():
-        base = results.get("train_reference" if name.startswith("train") else "decode_hf")
-        print(f"{name:<20}{v:10.1f}{(f'{v / base:.2f}x' if base else '-'):>14}")
-    if "decode_ftkit_tf" in results and "decode_ftkit_torch" in results:
-        print(f"TensorFlow / PyTorch decoding: {results['decode_ftkit_tf'] / results['decode_ftkit_torch']:.2f}x")
-    print("\n" + _harness.machine(args, "phrases") + " (--size: max_length in tokens)")
+    _harness.generation_main(__file__, __doc__, "phrases", train_reference, train_ftkit, decode_hf, decode_ftkit, n=256,
+                             size=24, batch=32)
 
 
 if __name__ == "__main__":

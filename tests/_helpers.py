@@ -58,3 +58,23 @@ def train_tiny_detector(model, scenes):
     before = ftkit.evaluate(model, scenes, split="train")
     run = ftkit.finetune(model, scenes, strategy="full", epochs=15, lr=1e-3, batch_size=8, progress=False)
     return model, before, run
+
+
+def greedy_by_hand(model, next_logits, inputs, steps):
+    """What greedy decoding must write for each of ``inputs``: starting from [CLS], the argmax of
+    ``next_logits(one_input, prefix)`` (the decoder's logits after ``prefix``, computed from scratch: no
+    cache) until [SEP] or ``steps`` tokens; the texts, decoded."""
+    import numpy as np
+    from ftkit.tasks.seq2seq import tokenizer
+    tok = tokenizer(model)
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    written = []
+    for one in inputs:
+        prefix = [cls]
+        for _ in range(steps):
+            nxt = int(np.argmax(next_logits(one, prefix)))
+            if nxt == sep:
+                break
+            prefix.append(nxt)
+        written.append(tok.decode(prefix[1:], skip_special_tokens=True))
+    return written

@@ -7,12 +7,15 @@ import ftkit
 from ftkit import ConfigError, DataError
 from ftkit.tasks.seq2seq import round_trip, tokenizer
 
+from _helpers import greedy_by_hand
+
 # 8 pairs from the offline phrases (ftkit.translation_data), a batch the model learns by heart
 SOURCES = ["twenty-one", "three hundred and five", "Monday, May 4, 1998", "7:15 PM", "ninety-nine",
            "Friday, June 12, 2020", "6:05 AM", "one thousand and eight"]
 TARGETS = ["vingt et un", "trois cent cinq", "lundi 4 mai 1998", "19 h 15", "quatre-vingt-dix-neuf",
            "vendredi 12 juin 2020", "6 h 05", "mille huit"]
 FRAMEWORKS = ["torch", "tf"]
+pytestmark = pytest.mark.xdist_group("seq2seq")   # one worker: the learned model of each framework is made once
 
 
 def texts(x, y, name="pairs"):
@@ -142,7 +145,7 @@ def _last_logits(model, ids, prefix):
     x = {"token_ids": keras.ops.convert_to_tensor(ids, "int32"),
          "padding_mask": keras.ops.ones(ids.shape, "int32")}
     prefix = keras.ops.convert_to_tensor([prefix], "int32")
-    return np.asarray(net.decode(prefix, net.encode(x), x["padding_mask"]))[0, -1]
+    return np.asarray(net.decode(prefix, *net.encode(x)))[0, -1]
 
 
 def test_beam_search_with_one_beam_is_greedy_and_greedy_is_the_argmax_at_every_step(learned):
@@ -151,17 +154,8 @@ def test_beam_search_with_one_beam_is_greedy_and_greedy_is_the_argmax_at_every_s
     assert ftkit.predict(model, SOURCES) == greedy
     # the reference: recompute the whole prefix at every step (no cache), take the argmax
     tok = tokenizer(model)
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    written = []
-    for text in SOURCES:
-        ids = np.asarray([tok.encode(text).ids])
-        prefix = [cls]
-        for _ in range(16):
-            nxt = int(np.argmax(_last_logits(model, ids, prefix)))
-            if nxt == sep:
-                break
-            prefix.append(nxt)
-        written.append(tok.decode(prefix[1:], skip_special_tokens=True))
+    written = greedy_by_hand(model, lambda text, prefix: _last_logits(model, np.asarray([tok.encode(text).ids]),
+                                                                      prefix), SOURCES, 16)
     assert greedy == written
     beams = ftkit.generate(model, SOURCES, num_beams=4)
     assert all(isinstance(b, str) for b in beams) and sum(b == g for b, g in zip(beams, greedy)) >= 6
@@ -224,5 +218,5 @@ def test_bad_settings_are_refused():
     with pytest.raises(ConfigError, match="task='seq2seq' warm-starts an encoder-decoder from a text model"):
         ftkit.load_model("mobilenet_v2", task="seq2seq")
     classifier = ftkit.load_model("minilm", num_classes=2, verbose=False)
-    with pytest.raises(ConfigError, match="decoding settings apply to seq2seq models"):
+    with pytest.raises(ConfigError, match="decoding settings apply to models that write text"):
         ftkit.generate(classifier, ["one"])

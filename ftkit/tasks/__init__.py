@@ -25,7 +25,8 @@ widgets never ask which task they run:
 The model side is the backend's: ``load_model(name, task=...)`` builds a network whose output is what the
 task's loss takes (logits (N, classes); (N, 1); span logits (N, 2, tokens) for QA; for detection a
 detector returning its loss and its boxes (N, boxes, 6); for seq2seq an encoder-decoder returning its
-loss and, in inference mode, the token ids it generated (N, max_length)). ``check_split``, ``check`` and
+loss and, in inference mode, the token ids it generated (N, max_length); for captioning the same with an
+image encoder). ``check_split``, ``check`` and
 ``check_config`` refuse bad targets, a mismatched model and dataset, or a setting the task cannot use,
 before training.
 A new task subclasses :class:`Task`, registers in ``TASKS`` and gets a builder per backend; the loop
@@ -73,6 +74,15 @@ class Task:
     def check_config(self, config):
         """Refuse a FineTuneConfig setting this task cannot honour (before training)."""
 
+    def refuse(self, config, reasons):
+        """Refuse each ``{field: why}`` setting of ``config`` that is on (a ConfigError naming the field, its
+        value and the task); ``check_config`` of a task that cannot use some settings calls this."""
+        from ..errors import ConfigError
+        for field, why in reasons.items():
+            value = getattr(config, field)
+            if value:
+                raise ConfigError(f"{field}={value!r}: for task {self.name!r} it {why}; leave it off")
+
     def encode(self, model, split):
         raise NotImplementedError
 
@@ -84,8 +94,7 @@ class Task:
 
 
 def get(name):
-    """The task called ``name`` (classification, regression, qa, detection or seq2seq); tasks hold no state, so
-    one of each serves."""
+    """The task called ``name`` (one of ``NAMES``); tasks hold no state, so one of each serves."""
     tasks = _tasks()
     choose("task", name, list(tasks))
     return tasks[name]
@@ -96,9 +105,11 @@ def _tasks():
     from .classification import Classification, Regression
     from .detection import Detection
     from .qa import QuestionAnswering
+    from .captioning import Captioning
     from .seq2seq import SequenceToSequence
     return {"classification": Classification(), "regression": Regression(), "qa": QuestionAnswering(),
-            "detection": Detection(), "seq2seq": SequenceToSequence()}
+            "detection": Detection(), "seq2seq": SequenceToSequence(), "captioning": Captioning()}
 
 
-NAMES = ("classification", "regression", "qa", "detection", "seq2seq")
+NAMES = ("classification", "regression", "qa", "detection", "seq2seq", "captioning")
+GENERATES = ("seq2seq", "captioning")   # tasks whose model writes text (ftkit.generate)

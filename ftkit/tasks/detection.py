@@ -29,7 +29,7 @@ import io
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from . import Encoded, Task
 
 MIN_LEVEL, MAX_LEVEL = 3, 7        # pyramid levels P3 (stride 8) .. P7 (stride 128)
@@ -78,15 +78,11 @@ class Detection(Task):
                             f"has {data.num_classes}; load it with num_classes={data.num_classes}")
 
     def check_config(self, config):
-        refuse = {"augment": (config.augment, "moves the pixels but not the boxes (no box-aware policy yet)"),
-                  "label_smoothing": (config.label_smoothing, "has no meaning for the focal loss"),
-                  "grad_checkpointing": (config.grad_checkpointing,
-                                         "cannot reach the backbone: the detector calls it itself"),
-                  "peft": (config.peft, "would train only adapters or biases of the backbone, and a saved run "
-                                        "would keep only the heads, not the new feature pyramid")}
-        for field, (value, why) in refuse.items():
-            if value:
-                raise ConfigError(f"{field}={value!r}: for task 'detection' it {why}; leave it off")
+        self.refuse(config, {"augment": "moves the pixels but not the boxes (no box-aware policy yet)",
+                             "label_smoothing": "has no meaning for the focal loss",
+                             "grad_checkpointing": "cannot reach the backbone: the detector calls it itself",
+                             "peft": "would train only adapters or biases of the backbone, and a saved run would "
+                                     "keep only the heads, not the new feature pyramid"})
 
     def encode(self, model, split):
         return Encoded(np.asarray(split.x), pad_targets(split.y))

@@ -6,8 +6,9 @@ is an encoder-decoder *warm-started* from one pre-trained BERT-style checkpoint 
 cross-attention in each layer (the only weights that start random, with the output layer's transform);
 its output logits are tied to its token embedding.
 
-* **Rows.** ``encode`` tokenizes the sources (``input_ids``, ``attention_mask``, padded to the split's
-  longest) and the targets: the target's tokens then ``[SEP]`` as the end token, padded with ``IGNORE``.
+* **Rows.** ``encode`` tokenizes the sources (``input_ids``, ``attention_mask``, padded to a multiple of 8
+  tokens at least the split's longest) and the targets: the target's tokens then ``[SEP]`` as the end
+  token, padded with ``IGNORE`` to ``max_length``. (Few shapes: TensorFlow traces a step once per shape.)
   The decoder starts from ``[CLS]`` and is trained with teacher forcing: at each position it reads the
   true target so far and predicts the next token.
 * **Loss.** ``"native"``: the model computes the mean token cross-entropy itself, and in inference mode
@@ -29,7 +30,7 @@ import contextlib
 import numpy as np
 
 from ..errors import ConfigError, DataError, whole_number
-from . import IGNORE, Encoded, Task
+from . import GENERATES, IGNORE, Encoded, Task
 
 
 class SequenceToSequence(Task):
@@ -40,33 +41,34 @@ class SequenceToSequence(Task):
     checks_examples = True     # inputs and targets are texts: the task checks both (Dataset.validate)
 
     def check_split(self, dataset, which, split, num_classes):
-        targets = None if isinstance(split.y, list) and all(t is None for t in split.y) else split.y
-        check_texts(split.x, targets, f"dataset {dataset!r}: {which}")   # no targets: sources to translate
+        check_texts(split.x, split.y if has_targets(split.y) else None, f"dataset {dataset!r}: {which}")
 
     def check(self, model, data):
-        if model.task != "seq2seq":
-            raise ConfigError(f"model {model.name!r} is for task {model.task!r}; load one with task='seq2seq'")
+        if model.task != self.name:
+            raise ConfigError(f"model {model.name!r} is for task {model.task!r}; load one with task={self.name!r}")
         for which, s in data.splits.items():
-            check_lengths(model, s.x, s.y, f"dataset {data.name!r}: {which}")
+            where = f"dataset {data.name!r}: {which}"
+            self.check_inputs(model, s.x, where)
+            if has_targets(s.y):
+                check_targets(model, s.y, where)
+
+    def check_inputs(self, model, x, where):
+        """Refuse sources longer than the model's ``max_length`` tokens."""
+        check_sources(model, x, where)
 
     def check_config(self, config):
-        refuse = {"label_smoothing": (config.label_smoothing, "computes its own loss (plain token cross-entropy)"),
-                  "grad_checkpointing": (config.grad_checkpointing, "is not built for encoder-decoders yet"),
-                  "peft": (config.peft, "is not built for encoder-decoders yet (its new cross-attention must "
-                                        "train in full)")}
-        for field, (value, why) in refuse.items():
-            if value:
-                raise ConfigError(f"{field}={value!r}: for task 'seq2seq' it {why}; leave it off")
+        self.refuse(config, {"label_smoothing": "computes its own loss (plain token cross-entropy)",
+                             "grad_checkpointing": "is not built for encoder-decoders yet",
+                             "peft": "is not built for encoder-decoders yet (its new cross-attention must train "
+                                     "in full)"})
 
     def encode(self, model, split):
         tok = tokenizer(model)
         cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         x = [[cls] + t + [sep] for t in tokens(tok, split.x)]
-        inputs = {"input_ids": _padded(x, 0), "attention_mask": _padded([[1] * len(t) for t in x], 0)}
-        if split.y is None or all(t is None for t in split.y):   # predict on raw sources: no targets
-            return Encoded(inputs, np.full((len(x), 1), IGNORE, np.int64), tok)
-        y = [t + [sep] for t in tokens(tok, split.y)]
-        return Encoded(inputs, _padded(y, IGNORE), tok)
+        width = min(-(-max(len(t) for t in x) // 8) * 8, model.input_spec["max_length"])   # a multiple of 8
+        inputs = {"input_ids": _padded(x, 0, width), "attention_mask": _padded([[1] * len(t) for t in x], 0, width)}
+        return Encoded(inputs, target_rows(model, tok, split.y), tok)
 
     def outputs(self, logits, encoded, split):
         """The generated token ids (N, length; after the end token, padding) as texts."""
@@ -80,8 +82,24 @@ class SequenceToSequence(Task):
         return generation_metrics(outputs, round_trip(encoded.meta, split.y))
 
 
-def _padded(rows, value):
-    out = np.full((len(rows), max(len(r) for r in rows)), value, np.int64)
+def has_targets(y):
+    """False for the targets of examples to predict on (None, or all None)."""
+    return y is not None and not all(t is None for t in y)
+
+
+def target_rows(model, tok, y):
+    """Targets as token rows (N, max_length): each text's tokens, then [SEP] (the end token), then IGNORE;
+    without targets (:func:`has_targets`) one IGNORE column. Every split has the same width, so a traced
+    (TensorFlow) step serves them all; PyTorch drops the columns that are IGNORE in a whole batch."""
+    if not has_targets(y):
+        return np.full((len(y), 1), IGNORE, np.int64)
+    sep = tok.token_to_id("[SEP]")
+    return _padded([t + [sep] for t in tokens(tok, y)], IGNORE, model.input_spec["max_length"])
+
+
+def _padded(rows, value, width):
+    """``rows`` of token ids as one array (N, ``width``), each row filled up with ``value``."""
+    out = np.full((len(rows), width), value, np.int64)
     for i, r in enumerate(rows):
         out[i, :len(r)] = r
     return out
@@ -100,33 +118,39 @@ def tokens(tok, texts):
 
 def check_texts(x, y, where="examples"):
     """Refuse sources and targets that are not non-empty strings (``y`` None: sources to translate)."""
-    for what, texts in (("source", x), ("target", y)):
-        if texts is None and what == "target":
-            continue
-        if not isinstance(texts, (list, tuple)):
-            raise DataError(f"{where}: the {what}s are a {type(texts).__name__}; give a list of strings")
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise DataError(f"{where} example {i}: the {what} is a {type(t).__name__} ({str(t)[:40]!r}); "
-                                "give a string")
-            if not t.strip():
-                raise DataError(f"{where} example {i}: the {what} is empty")
-    if y is not None and len(y) != len(x):
-        raise DataError(f"{where} has {len(x)} sources but {len(y)} targets; give one target per source")
+    strings(x, "source", where)
+    if y is not None:
+        strings(y, "target", where)
+        if len(y) != len(x):
+            raise DataError(f"{where} has {len(x)} sources but {len(y)} targets; give one target per source")
 
 
-def check_lengths(model, x, y, where):
-    """Refuse a source longer than the model's ``max_length`` tokens, a target longer than it may write,
-    and a target with characters its vocabulary lacks."""
+def strings(texts, what, where):
+    """Refuse ``texts`` (the ``what``s of split ``where``) unless they are a list of non-empty strings."""
+    if not isinstance(texts, (list, tuple)):
+        raise DataError(f"{where}: the {what}s are a {type(texts).__name__}; give a list of strings")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise DataError(f"{where} example {i}: the {what} is a {type(t).__name__} ({str(t)[:40]!r}); "
+                            "give a string")
+        if not t.strip():
+            raise DataError(f"{where} example {i}: the {what} is empty")
+
+
+def check_sources(model, x, where):
+    """Refuse a source longer than the model's ``max_length`` tokens."""
     tok, limit = tokenizer(model), model.input_spec["max_length"]
-    unk = tok.token_to_id("[UNK]")
     for i, ids in enumerate(tokens(tok, x)):
         if len(ids) + 2 > limit:
             raise DataError(f"{where} example {i}: the source has {len(ids) + 2} tokens, more than the model's "
                             f"max_length={limit}; shorten it, or load the model with a larger max_length (at most "
                             f"{model.input_spec['max_positions']})")
-    if y is None:
-        return
+
+
+def check_targets(model, y, where):
+    """Refuse a target longer than the model may write, and one with characters its vocabulary lacks."""
+    tok, limit = tokenizer(model), model.input_spec["max_length"]
+    unk = tok.token_to_id("[UNK]")
     for i, (text, enc) in enumerate(zip(y, tok.encode_batch(list(y)))):
         if len(enc.ids) - 1 > limit:
             raise DataError(f"{where} example {i}: the target has {len(enc.ids) - 1} tokens with its end token, "
@@ -148,9 +172,9 @@ def decoding_settings(model, num_beams=1, max_length=None):
     """Inside: ``model`` decodes with ``num_beams`` beams and at most ``max_length`` tokens (None: the
     model's ``max_length``), checked first. The network of either backend keeps them in its ``decoding``
     dict, which its inference mode reads."""
-    if getattr(model, "task", None) != "seq2seq":
-        raise ConfigError(f"decoding settings apply to seq2seq models; this one is for task "
-                          f"{getattr(model, 'task', None)!r} (load one with task='seq2seq')")
+    if getattr(model, "task", None) not in GENERATES:
+        raise ConfigError(f"decoding settings apply to models that write text (tasks {', '.join(GENERATES)}); "
+                          f"this one is for task {getattr(model, 'task', None)!r}")
     whole_number("num_beams", num_beams, 1, " (1: greedy decoding; more: beam search)")
     limit = model.input_spec["max_positions"]
     max_length = whole_number("max_length", model.input_spec["max_length"] if max_length is None else max_length,

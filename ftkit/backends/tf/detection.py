@@ -134,16 +134,12 @@ class RetinaNet(keras.Model):
 def build(num_classes, pretrained, image_size):
     """The detector's parts for an FTModel (see ``models.build``)."""
     from . import models
-    body = models._torchvision_layout_mobilenet(image_size)
-    source = "random initialisation (pretrained=False)"
-    if pretrained:
-        sd, source = models._mobilenet_state_dict()
-        models._port_mobilenet(body, None, sd)
+    body, body_groups, source = models._mobilenet_encoder(pretrained, image_size)
     encoder = keras.Model(body.inputs, {level: body.get_layer(name).output for level, name in TAPS.items()},
                           name="backbone")
     native = RetinaNet(encoder, num_classes, image_size, name="retinanet")
-    groups = models._mobilenet_groups(body) + [("neck", [native.pyramid]),
-                                               ("head", [native.class_head, native.box_head])]
+    groups = body_groups + [("neck", [native.pyramid]),
+                            ("head", [native.class_head, native.box_head])]
     return {"native": native, "body": None, "head": None, "groups": groups,
             "input_spec": models._image_spec(image_size), "source": source, "original_head": None,
             "new": [native.pyramid, native.class_head, native.box_head]}

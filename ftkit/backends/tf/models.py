@@ -182,6 +182,16 @@ def _mobilenet_v2(num_classes, dropout, pretrained, image_size):
     return native, body, head, groups, _image_spec(image_size), source, original
 
 
+def _mobilenet_encoder(pretrained, image_size):
+    """The MobileNetV2 body (torchvision's weights with ``pretrained``), its groups and the weights' source."""
+    body = _torchvision_layout_mobilenet(image_size)
+    source = "random initialisation (pretrained=False)"
+    if pretrained:
+        sd, source = _mobilenet_state_dict()
+        _port_mobilenet(body, None, sd)
+    return body, _mobilenet_groups(body), source
+
+
 def _mobilenet_groups(body):
     """The body groups of the MobileNetV2 ``body`` (``_torchvision_layout_mobilenet``), input to output, as
     torchvision's ``features`` split them: stem (features 0-1), blocks_2_6, blocks_7_13, blocks_14_18 (the
@@ -431,6 +441,17 @@ def build(name, num_classes, *, task="classification", dropout=0.2, pretrained=T
     if task == "detection":   # RetinaNet on the MobileNetV2 (ftkit.tasks.detection, .detection)
         from . import detection
         return detection.build(num_classes, pretrained, image_size)
+    if task == "captioning":   # the MobileNetV2 and a MiniLM decoder (ftkit.tasks.captioning, .captioning)
+        from . import captioning
+        path = minilm_path()
+        tokenizer, text_source = _bert_tokenizer("minilm", path)
+        native, groups, new, spec = captioning.build(pretrained, max_length, image_size,
+                                                     lambda weights: _bert_backbone("minilm", weights)[0],
+                                                     special_ids(tokenizer), _mobilenet_encoder)
+        source = f"{spec.pop('source')}; decoder {'from ' + text_source if pretrained else 'random'}"
+        return {"native": native, "body": None, "head": None, "groups": groups, "new": new, "source": source,
+                "input_spec": {**_image_spec(image_size), "tokenizer": tokenizer, "max_length": max_length, **spec},
+                "original_head": None}
     if name == "mobilenet_v2":
         parts = _mobilenet_v2(num_classes, dropout, pretrained, image_size)
     elif name == "efficientnet_lite0":

@@ -52,43 +52,43 @@ class TiedOutput(keras.layers.Layer):
         return embedding(self.norm(self.dense(hidden)), reverse=True) + ops.cast(self.bias, hidden.dtype)
 
 
-class Seq2SeqNet(keras.Model):
-    """The encoder-decoder, called as ftkit calls a model with a ``"native"`` loss: :meth:`loss_and_outputs`
-    takes a batch ``{"token_ids", "padding_mask"}`` and its targets (N, T) (IGNORE after the end token).
-    ``decoding`` holds ``num_beams`` and ``max_length`` (ftkit.generate sets them)."""
+class TextWriter(keras.Model):
+    """A warm-started text decoder that reads an encoder's memory, called as ftkit calls a model with a
+    ``"native"`` loss: :meth:`loss_and_outputs` takes a batch and its targets (N, T) (IGNORE after the end
+    token). A subclass builds its encoder and says how it reads a batch (:meth:`encode`: the memory (N, S,
+    hidden) and its mask (N, S)), then calls ``self(example)`` to build every weight. ``decoding`` holds
+    ``num_beams`` and ``max_length`` (ftkit.generate sets them).
 
-    def __init__(self, encoder_backbone, decoder_backbone, max_length, special, **kwargs):
-        super().__init__(name="seq2seq", **kwargs)
-        enc, dec = encoder_backbone, decoder_backbone
-        self.encoder = keras.Model(enc.input, enc.output["sequence_output"], name="encoder")
-        self.encoder_layers = list(enc.transformer_layers)
-        self.encoder_embeddings = [enc.token_embedding, enc.position_embedding, enc.segment_embedding,
-                                   enc.embeddings_layer_norm]
+    The decoder is a second copy of the checkpoint (``decoder_backbone``, a keras-hub BertBackbone): its
+    embeddings, and keras-hub ``TransformerDecoder`` layers whose self-attention and feed-forward weights are
+    copied from its layers (cross-attention new), and :class:`TiedOutput`."""
+
+    def __init__(self, decoder_backbone, max_length, special, **kwargs):
+        super().__init__(**kwargs)
+        dec = decoder_backbone
         self.token_embedding = dec.token_embedding          # also the output layer's weights
         self.position_embedding, self.segment_embedding = dec.position_embedding, dec.segment_embedding
         self.embeddings_norm, self.embeddings_dropout = dec.embeddings_layer_norm, dec.embeddings_dropout
-        hidden, heads = enc.hidden_dim, enc.num_heads
+        hidden, heads = dec.hidden_dim, dec.num_heads
         from keras_hub.layers import TransformerDecoder
-        self.decoder_layers = [TransformerDecoder(enc.intermediate_dim, heads, dropout=0.1, activation=_exact_gelu,
+        self.decoder_layers = [TransformerDecoder(dec.intermediate_dim, heads, dropout=0.1, activation=_exact_gelu,
                                                   layer_norm_epsilon=1e-12, kernel_initializer=_initializer(),
                                                   name=f"decoder_layer_{i}") for i in range(dec.num_layers)]
         for layer, source in zip(self.decoder_layers, dec.transformer_layers):
             layer.build((None, None, hidden), (None, None, hidden))
             for name in COPIED:   # the same sub-layers in keras-hub's encoder and decoder layers
                 getattr(layer, name).set_weights(getattr(source, name).get_weights())
-        self.output_layer = TiedOutput(hidden, enc.vocabulary_size, name="output_transform")
+        self.output_layer = TiedOutput(hidden, dec.vocabulary_size, name="output_transform")
         self.output_layer.build()
         self.decoding = {"num_beams": 1, "max_length": max_length}
         self.special = dict(special)   # [CLS] (the decoder's start token), [SEP] (its end token), [PAD]
         self.hidden, self.heads = hidden, heads
-        dummy = {"token_ids": ops.ones((1, 2), "int32"), "padding_mask": ops.ones((1, 2), "int32")}
-        self(dummy)   # builds every weight
 
-    # -- the two halves ------------------------------------------------------------------------------------
     def encode(self, x, training=False):
-        return self.encoder({"token_ids": x["token_ids"], "segment_ids": ops.zeros_like(x["token_ids"]),
-                             "padding_mask": x["padding_mask"]}, training=training)
+        """``(memory, mask)``: what the decoder's cross-attention reads, and which of it is real."""
+        raise NotImplementedError
 
+    # -- the decoder ---------------------------------------------------------------------------------------
     def _embed(self, tokens, start=0, training=False):
         vectors = self.token_embedding(tokens)
         vectors = vectors + self.position_embedding(vectors, start_index=start) + \
@@ -105,29 +105,30 @@ class Seq2SeqNet(keras.Model):
 
     def call(self, x, training=False):
         """Logits for two start tokens (what builds the model; training goes through loss_and_outputs)."""
-        start = ops.full((ops.shape(x["token_ids"])[0], 2), self.special["[CLS]"], "int32")
-        return self.decode(start, self.encode(x, training), x["padding_mask"], training)
+        memory, mask = self.encode(x, training)
+        start = ops.full((ops.shape(memory)[0], 2), self.special["[CLS]"], "int32")
+        return self.decode(start, memory, mask, training)
 
     # -- ftkit's native-loss contract ---------------------------------------------------------------------
     def loss_and_outputs(self, x, targets, training=False):
         """Mean token cross-entropy with teacher forcing (NaN without targets) and, in inference mode, the
         generated token ids (N, max_length) as float32 (the end token, then anything)."""
         targets = ops.cast(targets, "int32")
-        memory = self.encode(x, training)
-        if targets.shape[1] == 1:   # sources without targets (a target has at least a token and the end token)
-            return ops.full((), float("nan"), "float32"), None if training else self.generate(x, memory)
+        memory, mask = self.encode(x, training)
+        if targets.shape[1] == 1:   # inputs without targets (a target has at least a token and the end token)
+            return ops.full((), float("nan"), "float32"), None if training else self.generate(memory, mask)
         n = ops.shape(targets)[0]
         start = ops.full((n, 1), self.special["[CLS]"], "int32")
         read = ops.concatenate([start, targets[:, :-1]], axis=1)
         read = ops.where(ops.equal(read, IGNORE), self.special["[PAD]"], read)
-        logits = ops.cast(self.decode(read, memory, x["padding_mask"], training), "float32")
+        logits = ops.cast(self.decode(read, memory, mask, training), "float32")
         valid = ops.not_equal(targets, IGNORE)
         per_token = tf.nn.sparse_softmax_cross_entropy_with_logits(ops.where(valid, targets, 0), logits)
         weights = ops.cast(valid, "float32")
         loss = ops.sum(per_token * weights) / ops.sum(weights)
         if training:
             return loss, None
-        return loss, self.generate(x, memory)
+        return loss, self.generate(memory, mask)
 
     # -- decoding ----------------------------------------------------------------------------------------
     def next_token_logits(self, token, index, cache, memory, memory_mask, cross, seed_cross=False):
@@ -145,12 +146,11 @@ class Seq2SeqNet(keras.Model):
         logits = self.output_layer(h, embedding=self.token_embedding)[:, 0]
         return ops.cast(logits, "float32"), ops.stack(selfs, 1), ops.stack(crosses, 1) if seed_cross else cross
 
-    def generate(self, x, memory=None):
-        """Token ids (N, max_length) after the start token: greedy, or beam search with ``num_beams``."""
+    def generate(self, memory, mask):
+        """Token ids (N, max_length) after the start token, given the encoder's ``memory`` and its ``mask``:
+        greedy, or beam search with ``num_beams``."""
         from keras_hub.samplers import BeamSampler, GreedySampler
         beams, length = self.decoding["num_beams"], self.decoding["max_length"]
-        memory = self.encode(x) if memory is None else memory
-        mask = x["padding_mask"]
         n, s = ops.shape(memory)[0], ops.shape(memory)[1]
         head_dim = self.hidden // self.heads
         layers = len(self.decoder_layers)
@@ -173,6 +173,25 @@ class Seq2SeqNet(keras.Model):
         return ops.cast(out[:, 1:], "float32")
 
 
+class Seq2SeqNet(TextWriter):
+    """The encoder-decoder as a :class:`TextWriter`: a batch ``{"token_ids", "padding_mask"}``; the encoder is
+    the checkpoint's ``BertBackbone`` up to its token vectors."""
+
+    def __init__(self, encoder_backbone, decoder_backbone, max_length, special, **kwargs):
+        super().__init__(decoder_backbone, max_length, special, name="seq2seq", **kwargs)
+        enc = encoder_backbone
+        self.encoder = keras.Model(enc.input, enc.output["sequence_output"], name="encoder")
+        self.encoder_layers = list(enc.transformer_layers)
+        self.encoder_embeddings = [enc.token_embedding, enc.position_embedding, enc.segment_embedding,
+                                   enc.embeddings_layer_norm]
+        self({"token_ids": ops.ones((1, 2), "int32"), "padding_mask": ops.ones((1, 2), "int32")})   # builds all
+
+    def encode(self, x, training=False):
+        memory = self.encoder({"token_ids": x["token_ids"], "segment_ids": ops.zeros_like(x["token_ids"]),
+                               "padding_mask": x["padding_mask"]}, training=training)
+        return memory, x["padding_mask"]
+
+
 COPIED = ("_self_attention_layer", "_self_attention_layer_norm", "_feedforward_intermediate_dense",
           "_feedforward_output_dense", "_feedforward_layer_norm")
 
@@ -183,16 +202,22 @@ def build(path, pretrained, max_length, backbone, special):
     BertBackbone of the checkpoint (exact GELU)."""
     net = Seq2SeqNet(backbone(pretrained), backbone(pretrained), max_length, special)
     n = len(net.encoder_layers)
+    decoder, new = decoder_groups(net)
+    groups = [("encoder_embeddings", net.encoder_embeddings),
+              (f"encoder_layers_0_{n // 2 - 1}", net.encoder_layers[:n // 2]),
+              (f"encoder_layers_{n // 2}_{n - 1}", net.encoder_layers[n // 2:])] + decoder
+    return net, groups, new, {"max_positions": int(net.position_embedding.sequence_length)}
+
+
+def decoder_groups(net):
+    """The groups of a :class:`TextWriter`'s decoder, input to output (decoder_embeddings, decoder_layers,
+    cross_attention, output: the torch backend's), and its layers that start random."""
     cross = [getattr(layer, name) for layer in net.decoder_layers
              for name in ("_cross_attention_layer", "_cross_attention_layer_norm", "_cross_attention_dropout")]
     own = [getattr(layer, name) for layer in net.decoder_layers
            for name in (*COPIED, "_self_attention_dropout", "_feedforward_dropout")]
-    groups = [("encoder_embeddings", net.encoder_embeddings),
-              (f"encoder_layers_0_{n // 2 - 1}", net.encoder_layers[:n // 2]),
-              (f"encoder_layers_{n // 2}_{n - 1}", net.encoder_layers[n // 2:]),
-              ("decoder_embeddings", [net.position_embedding, net.segment_embedding, net.embeddings_norm]),
+    groups = [("decoder_embeddings", [net.position_embedding, net.segment_embedding, net.embeddings_norm]),
               ("decoder_layers", own),
               ("cross_attention", cross),
               ("output", [net.output_layer, net.token_embedding])]
-    new = [m for m in cross if m.weights] + [net.output_layer]
-    return net, groups, new, {"max_positions": int(net.position_embedding.sequence_length)}
+    return groups, [m for m in cross if m.weights] + [net.output_layer]

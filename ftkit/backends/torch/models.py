@@ -301,6 +301,16 @@ def build(name, num_classes, *, task="classification", dropout=0.2, pretrained=T
         from . import detection
         return {**detection.build(num_classes, pretrained, image_size, _mobilenet_net),
                 "input_spec": _image_spec(image_size)}
+    if task == "captioning":   # the MobileNetV2 and a MiniLM decoder (ftkit.tasks.captioning)
+        from . import captioning
+        path = minilm_path()
+        tokenizer, text_source = _bert_tokenizer("minilm", path)
+        native, groups, new, spec = captioning.build(path, pretrained, max_length, image_size, _quiet_transformers,
+                                                     special_ids(tokenizer), _mobilenet_net)
+        source = f"{spec.pop('source')}; decoder {'from ' + text_source if pretrained else 'random'}"
+        return {"native": native, "body": None, "head": None, "groups": groups, "new": new, "source": source,
+                "input_spec": {**_image_spec(image_size), "tokenizer": tokenizer, "max_length": max_length, **spec},
+                "original_head": None}
     if name == "mobilenet_v2":
         native, groups, spec, source, original = _mobilenet_v2(num_classes, dropout, pretrained, image_size)
     elif name == "efficientnet_lite0":
