@@ -140,10 +140,20 @@ def main(argv=None):
     ft.add_argument("--out", default=None, help="run folder (default runs/<model>-<data>-<framework>-<time>)")
     _config_args(ft)
     sub.add_parser("doctor", help="report frameworks, versions, GPU, offline weights and datasets")
+    course = sub.add_parser("course", help="build an nbgrader course from the notebooks (ftkit.course)")
+    course.add_argument("action", choices=["build"])
+    course.add_argument("folder", help="the course folder to create")
+    course.add_argument("--notebooks", nargs="*", default=None, help="notebook file names (default: all)")
+    course.add_argument("--force", action="store_true", help="rebuild source/ and release/ in an existing folder")
     args = parser.parse_args(argv)
     try:
         if args.command == "doctor":
             print(doctor())
+            return 0
+        if args.command == "course":
+            from .course import build_course
+            built = build_course(args.folder, args.notebooks, force=args.force)
+            print(f"ftkit: course with {len(built)} assignments in {args.folder}; see {args.folder}/INSTRUCTORS.md")
             return 0
         return cmd_finetune(args)
     except FtkitError as e:
