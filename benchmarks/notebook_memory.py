@@ -10,7 +10,9 @@ read again. So this script puts each notebook's ``jupyter nbconvert --execute`` 
 memory cgroup with that limit, where the machine allows it (root, cgroup v1 or v2), and reports for each:
 wall time, the peak resident memory of its largest process, the cgroup's peak charge, and whether it finished
 (every cell ran, the claims' assertions included) or was killed at the limit. Without cgroups it runs
-unlimited and says so. Executed notebooks go to a temporary folder; nothing in notebooks/ changes.
+unlimited and says so. Under a limit, MEM_LIMIT holds it too, as on mybinder.org, so a notebook's setup sees a
+small machine and uses its cpu profile's smaller sizes where it has them (ftkit.notebook). Executed notebooks go
+to a temporary folder; nothing in notebooks/ changes.
 """
 import argparse
 import json
@@ -80,6 +82,8 @@ def run(notebook, framework, profile, limit_gb, out_dir):
     path = os.path.join(NOTEBOOKS, notebook if notebook.endswith(".ipynb") else notebook + ".ipynb")
     group = _memory_cgroup(int(limit_gb * 1e9)) if limit_gb else None
     env = {**os.environ, "FTKIT_PROFILE": profile, "FTKIT_FRAMEWORK": framework}
+    if group:   # as mybinder.org does: the limit is also in MEM_LIMIT, so the notebook sees a small machine
+        env["MEM_LIMIT"] = str(int(limit_gb * 1e9))
     out = os.path.join(out_dir, f"{os.path.basename(path)[:-6]}.{framework}.ipynb")
     cmd = [sys.executable, "-m", "jupyter", "nbconvert", "--execute", "--to", "notebook",
            "--ExecutePreprocessor.timeout=1800", "--output", out, path]

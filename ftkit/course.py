@@ -11,6 +11,7 @@ Each notebook becomes one assignment, named after it (``01_scratch_vs_transfer``
 An existing ``DIR`` is refused unless ``force=True`` (``--force``): a course folder holds students' submissions
 and grades, which a rebuild must not overwrite by accident.
 """
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -46,6 +47,13 @@ a cell outside the exercises stops autograding there, so check such submissions 
 """
 
 
+CONFIG = """c = get_config()  # noqa: F821
+c.CourseDirectory.course_id = "ftkit"
+# a cell may train for minutes in the cpu profile (nbgrader's default is 30 s, then the cell fails)
+c.Execute.timeout = 1800
+"""
+
+
 def notebooks_folder():
     """The ``notebooks/`` folder of the ftkit checkout this package runs from."""
     folder = Path(__file__).resolve().parents[1] / "notebooks"
@@ -64,6 +72,9 @@ def build_course(folder, notebooks=None, *, source=None, force=False):
     if missing or not names:
         raise ConfigError(f"notebooks={missing or names!r}: not found in {source}; choose from "
                           f"{', '.join(sorted(p.name for p in source.glob('*.ipynb')))}")
+    if importlib.util.find_spec("nbgrader") is None:
+        raise ConfigError("ftkit course build needs nbgrader, which is not installed: pip install 'ftkit[course]' "
+                          "(make venv installs it)")
     root = Path(folder)
     if root.exists():
         if not force:
@@ -77,7 +88,7 @@ def build_course(folder, notebooks=None, *, source=None, force=False):
         (root / "source" / assignment).mkdir(parents=True)
         shutil.copy(source / name, root / "source" / assignment / name)
         assignments.append(assignment)
-    (root / "nbgrader_config.py").write_text('c = get_config()  # noqa: F821\nc.CourseDirectory.course_id = "ftkit"\n')
+    (root / "nbgrader_config.py").write_text(CONFIG)
     (root / "INSTRUCTORS.md").write_text(INSTRUCTORS)
     for assignment in assignments:
         _nbgrader("generate_assignment", assignment, f"--CourseDirectory.root={root}", "--force")

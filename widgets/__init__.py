@@ -22,9 +22,20 @@ on once per notebook, before the first widget is shown::
 
 This package uses only ftkit's public API; ftkit itself never imports it.
 """
-from .layermap import LayerMap
-from .live import LiveView
-from .panel import FineTunePanel
-from .runboard import RunBoard
+import ipywidgets
 
-__all__ = ["FineTunePanel", "LiveView", "LayerMap", "RunBoard"]
+from ftkit import __version__  # one version for both packages of the ftkit distribution
+
+# Colab ships ipywidgets 7; installing ftkit upgrades it to 8, but a kernel that imported 7 before the install keeps
+# it until restarted (ipywidgets 7 silently drops most tooltips and tab titles, and the panel fails).
+if int(ipywidgets.__version__.split(".")[0]) < 8:
+    raise ImportError(f"ftkit_widgets needs ipywidgets 8 or newer, and this kernel has ipywidgets "
+                      f"{ipywidgets.__version__}: if you just installed ftkit, restart the kernel (on Colab: "
+                      f"Runtime > Restart session) and run the notebook again; otherwise pip install 'ipywidgets>=8'")
+
+from .layermap import LayerMap  # noqa: E402
+from .live import LiveView  # noqa: E402
+from .panel import FineTunePanel  # noqa: E402
+from .runboard import RunBoard  # noqa: E402
+
+__all__ = ["__version__", "FineTunePanel", "LiveView", "LayerMap", "RunBoard"]

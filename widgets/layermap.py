@@ -5,8 +5,8 @@ with its name, its parameter count, whether it is frozen or trainable, and its
 learning-rate multiplier (its LR divided by the base LR). Clicking a block asks
 to freeze or unfreeze it.
 
-It is an anywidget: the front-end code is the small JavaScript module in
-``_esm`` below, loaded as it is (no build step). On Colab run
+It is an anywidget: the front-end code is the small JavaScript module
+``static/layermap.js`` (and ``static/layermap.css``), loaded as it is (no build step). On Colab run
 ``from google.colab import output; output.enable_custom_widget_manager()``
 once before showing it.
 
@@ -14,79 +14,17 @@ Used alone, ``LayerMap(model)`` toggles the clicked group on the model
 (``model.set_trainable``). Inside a FineTunePanel, the panel handles the click
 and edits its config instead (see ``FineTunePanel._block_clicked``).
 """
+from pathlib import Path
+
 import anywidget
 import traitlets
 
 from ._plot import human
 
-_ESM = r"""
-function render({ model, el }) {
-  const root = document.createElement("div");
-  root.className = "ftkit-layermap";
-  el.appendChild(root);
-
-  function text(tag, cls, value) {
-    const node = document.createElement(tag);
-    node.className = cls;
-    node.textContent = value;
-    return node;
-  }
-
-  function draw() {
-    const groups = model.get("groups");
-    const disabled = model.get("disabled");
-    root.replaceChildren();
-    const row = document.createElement("div");
-    row.className = "ftkit-layermap-row";
-    row.appendChild(text("div", "ftkit-layermap-end", "input"));
-    groups.forEach((g, i) => {
-      const block = document.createElement("button");
-      block.className = "ftkit-block " + (g.trainable ? "ftkit-trainable" : "ftkit-frozen");
-      block.dataset.index = String(i);
-      block.dataset.state = g.trainable ? "trainable" : "frozen";
-      block.disabled = disabled;
-      block.style.flexGrow = String(Math.max(1, Math.log10(10 + g.params)));
-      block.title = (g.trainable ? "Click to freeze " : "Click to unfreeze ") + g.name;
-      block.appendChild(text("div", "ftkit-block-name", g.name));
-      block.appendChild(text("div", "ftkit-block-params", g.params_text + " params"));
-      block.appendChild(text("div", "ftkit-block-state", g.trainable ? "trainable" : "frozen"));
-      block.appendChild(text("div", "ftkit-block-lr", g.lr_text));
-      if (g.note) block.appendChild(text("div", "ftkit-block-note", g.note));
-      block.addEventListener("click", () => model.send({ type: "click", index: i }));
-      row.appendChild(block);
-    });
-    row.appendChild(text("div", "ftkit-layermap-end", "output"));
-    root.appendChild(row);
-    root.appendChild(text("div", "ftkit-layermap-caption", model.get("caption")));
-  }
-
-  model.on("change:groups", draw);
-  model.on("change:disabled", draw);
-  model.on("change:caption", draw);
-  draw();
-  return () => {
-    model.off("change:groups", draw);
-    model.off("change:disabled", draw);
-    model.off("change:caption", draw);
-  };
-}
-export default { render };
-"""
-
-_CSS = """
-.ftkit-layermap { font-family: var(--jp-ui-font-family, sans-serif); font-size: 12px; margin: 4px 0; }
-.ftkit-layermap-row { display: flex; align-items: stretch; gap: 4px; }
-.ftkit-layermap-end { align-self: center; color: #777; font-style: italic; padding: 0 4px; }
-.ftkit-block { flex-basis: 0; min-width: 84px; border-radius: 6px; padding: 4px 6px; cursor: pointer;
-               text-align: left; font: inherit; border: 2px solid; }
-.ftkit-block:disabled { cursor: not-allowed; opacity: 0.75; }
-.ftkit-trainable { background: #e3f4e4; border-color: #2e7d32; color: #1b4d1e; }
-.ftkit-frozen { background: #e6ecf5; border-color: #8aa1c1; color: #3a4a60; }
-.ftkit-block-name { font-weight: bold; }
-.ftkit-block-state { text-transform: uppercase; font-size: 10px; letter-spacing: 0.05em; }
-.ftkit-block-note { font-size: 10px; color: #9a5b00; }
-.ftkit-layermap-caption { color: #555; margin-top: 3px; }
-"""
+# The front end: a small ES module and its style sheet, shipped in the package (static/) and loaded as they are.
+STATIC = Path(__file__).parent / "static"
+ESM = STATIC / "layermap.js"
+CSS = STATIC / "layermap.css"
 
 
 class LayerMap(anywidget.AnyWidget):
@@ -97,8 +35,8 @@ class LayerMap(anywidget.AnyWidget):
     ``layermap.click(i)`` does from Python what a click in the browser does.
     """
 
-    _esm = _ESM
-    _css = _CSS
+    _esm = ESM.read_text()
+    _css = CSS.read_text()
     groups = traitlets.List(traitlets.Dict()).tag(sync=True)
     caption = traitlets.Unicode("").tag(sync=True)
     disabled = traitlets.Bool(False).tag(sync=True)

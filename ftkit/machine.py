@@ -1,0 +1,95 @@
+"""What this machine allows: the memory this process may use, how much it uses, and where it runs.
+
+* :func:`memory_limit`: the limit a hosted notebook runs under, in bytes. mybinder.org (like any JupyterHub on
+  Kubernetes) sets ``MEM_LIMIT`` for the user's server, and a container's cgroup holds the same figure; a laptop
+  has neither, and then there is no limit to watch (``None``).
+* :func:`memory_used`: this process's anonymous resident memory (what a limit kills for), in bytes.
+* :class:`MemoryWatch`: used by the training loop; past ``share`` of the limit the run stops (status ``stopped``)
+  with a message that says what to do, before the kernel is killed without one.
+"""
+import os
+import sys
+
+# A machine with less memory than this is "small": a notebook's cpu profile uses its smaller sizes there.
+SMALL_MACHINE_BYTES = 3 * 2**30
+CGROUP_FILES = ("/sys/fs/cgroup/memory.max",                      # cgroup v2
+                 "/sys/fs/cgroup/memory/memory.limit_in_bytes")   # cgroup v1
+_NO_LIMIT = 2**60   # cgroup v1 writes a huge number for "no limit"
+
+
+def memory_limit(environ=None, cgroup_files=None):
+    """The memory limit in bytes (the smallest of ``MEM_LIMIT`` and the cgroup's), or None when there is none."""
+    environ = os.environ if environ is None else environ
+    cgroup_files = CGROUP_FILES if cgroup_files is None else cgroup_files
+    found = []
+    if str(environ.get("MEM_LIMIT", "")).strip().isdigit() and int(environ["MEM_LIMIT"]) > 0:
+        found.append(int(environ["MEM_LIMIT"]))
+    for path in cgroup_files:
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < _NO_LIMIT:
+            found.append(int(text))
+    return min(found) if found else None
+
+
+def small_machine(limit=None):
+    """True when the memory limit (default :func:`memory_limit`) is under :data:`SMALL_MACHINE_BYTES`."""
+    limit = memory_limit() if limit is None else limit
+    return limit is not None and limit < SMALL_MACHINE_BYTES
+
+
+def memory_used():
+    """This process's anonymous resident memory in bytes: its arrays, weights and buffers, which only a kill can
+    free, without the libraries' code, which the kernel drops and reads again near a limit (on Linux: resident
+    minus shared pages; elsewhere the peak resident size; 0 where the platform does not say)."""
+    try:
+        with open("/proc/self/statm") as f:
+            fields = f.read().split()
+        return (int(fields[1]) - int(fields[2])) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource   # not on Windows
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+    except (ImportError, OSError):
+        return 0
+
+
+def gb(n):
+    return f"{n / 2**30:.1f} GB"
+
+
+def on_colab():
+    return "google.colab" in sys.modules
+
+
+class MemoryWatch:
+    """Says when this process nears the memory limit: ``watch.full()`` is a message past ``share`` of it, else
+    None. Reading the resident size costs microseconds, so the training loop asks every ``every`` steps."""
+
+    def __init__(self, limit=None, share=0.9, every=5):
+        self.limit = memory_limit() if limit is None else limit
+        self.share, self.every, self.calls = share, every, 0
+        self.message = None   # set once the limit is near
+
+    def full(self):
+        """The message (also kept in ``self.message``) once this process passes ``share`` of the limit, else None."""
+        if self.limit is None or self.message:
+            return self.message
+        self.calls += 1
+        if self.calls % self.every:
+            return None
+        used = memory_used()
+        if used < self.share * self.limit:
+            return None
+        print(f"ftkit: stopping: this process uses {gb(used)} of the {gb(self.limit)} this machine allows")
+        self.message = (f"out of memory soon: this process uses {gb(used)} of the {gb(self.limit)} this machine allows "
+                f"(MEM_LIMIT or the container's limit), so the run stopped before the kernel is killed. To go on: "
+                f"restart the kernel (Kernel > Restart), then train on fewer or smaller examples or a smaller "
+                f"batch_size, or run the notebook's smoke profile (FTKIT_PROFILE=smoke), or use a machine with more "
+                f"memory (a laptop, or Colab)")
+        return self.message
