@@ -41,8 +41,8 @@ lab: system-lab $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/ $(ALLOW_ROOT)
 
 # Whole suite on both cores (pytest-xdist; the browser tests share one worker and one JupyterLab).
-# tests/test_notebooks.py executes every notebook in the smoke profile under both frameworks and
-# grades three with nbgrader. XDIST=0 runs everything in one process.
+# tests/test_notebooks.py executes every notebook in the smoke profile under both frameworks, the PyTorch run
+# as its nbgrader autograding (solutions and blank student version). XDIST=0 runs everything in one process.
 XDIST ?= 2
 test: system-test $(STAMP)
 	FTKIT_PROFILE=smoke $(PY) -m pytest $(if $(filter 0,$(XDIST)),,-n $(XDIST) --dist loadgroup) $(PYTEST_ARGS) tests

@@ -35,9 +35,8 @@ def memory_limit(environ=None, cgroup_files=None):
     return min(found) if found else None
 
 
-def small_machine(limit=None):
-    """True when the memory limit (default :func:`memory_limit`) is under :data:`SMALL_MACHINE_BYTES`."""
-    limit = memory_limit() if limit is None else limit
+def small_machine(limit):
+    """True when ``limit`` (a :func:`memory_limit`, None for none) is under :data:`SMALL_MACHINE_BYTES`."""
     return limit is not None and limit < SMALL_MACHINE_BYTES
 
 

@@ -126,10 +126,10 @@ def test_exercises_are_valid_nbgrader_cells(name):
 
 # -- nbgrader -----------------------------------------------------------------------------------------------
 
-def nbgrader(*args, env=None, timeout=1800):
+def nbgrader(*args, env=None, timeout=1800, cwd=None):
     # nbgrader runs `alembic` (its database migrations) from PATH: put this interpreter's bin/ first
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    r = subprocess.run([sys.executable, "-m", "nbgrader", *args], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "nbgrader", *args], capture_output=True, text=True, cwd=cwd,
                        timeout=timeout, env={**os.environ, "PATH": path, **(env or {})})
     assert r.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return r
@@ -213,10 +213,7 @@ def autograde(root, assignment):
     (smoke profile, PyTorch); {student: (score, max score, the autograded notebook)}."""
     env = {"FTKIT_PROFILE": "smoke", "FTKIT_FRAMEWORK": "torch", "HF_HUB_OFFLINE": "1",
            "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    r = subprocess.run([sys.executable, "-m", "nbgrader", "autograde", assignment, "--create", "--force"], cwd=root,
-                       env={**os.environ, **env, "PATH": path}, capture_output=True, text=True, timeout=1800)
-    assert r.returncode == 0, f"autograde failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    nbgrader("autograde", assignment, "--create", "--force", env=env, cwd=root)   # in the course folder
     from nbgrader.api import Gradebook
     scores = {}
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
