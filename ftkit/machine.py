@@ -6,7 +6,11 @@
 * :func:`memory_used`: this process's anonymous resident memory (what a limit kills for), in bytes.
 * :class:`MemoryWatch`: used by the training loop; past ``share`` of the limit the run stops (status ``stopped``)
   with a message that says what to do, before the kernel is killed without one.
+* :func:`save_memory`: on a small machine, the allocators give freed memory back at once (some speed for memory);
+  :func:`release_memory`: hand back what is free now (the training loop calls it after each epoch).
 """
+import ctypes
+import functools
 import os
 import sys
 
@@ -56,6 +60,50 @@ def memory_used():
         return peak if sys.platform == "darwin" else peak * 1024
     except (ImportError, OSError):
         return 0
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_MMAP_THRESHOLD, _M_ARENA_MAX = -3, -8
+
+
+@functools.lru_cache(maxsize=None)
+def _glibc():
+    """The C library when it is glibc (Linux), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+def save_memory():
+    """Trade some CPU speed (about 10% in PyTorch, 20% in TensorFlow) for memory, for a small machine; returns
+    what it changed, in words.
+
+    * glibc's malloc: an array of 128 KB or more gets its own pages, handed back when it is freed (by default
+      the threshold grows with the arrays freed, and large freed arrays then stay in the heap), and one pool
+      instead of eight per core. PyTorch's CPU tensors and TensorFlow's buffers come from malloc; this lowered
+      a 49-million-weight seq2seq run's peak by 0.16 GB and the memory left after it by 0.55 GB.
+    * TensorFlow, when it is not imported yet: its oneDNN kernels allocate with malloc too, not from oneDNN's
+      own pool, which never gives memory back (about 0.5 GB after a captioning model's first step).
+    """
+    done = []
+    libc = _glibc()
+    if libc is not None and libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024) and libc.mallopt(_M_ARENA_MAX, 1):
+        done.append("malloc returns freed arrays at once")
+    if "tensorflow" not in sys.modules:
+        os.environ["TF_ONEDNN_USE_SYSTEM_ALLOCATOR"] = "1"
+        done.append("TensorFlow allocates with malloc")
+    return done
+
+
+def release_memory():
+    """Hand the memory malloc holds free back to the system (glibc's malloc_trim; nothing elsewhere)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def gb(n):

@@ -12,6 +12,8 @@
   (CI sets ``smoke``: a handful of examples and a few steps, to check the notebook runs).
 * On a small machine (a memory limit under 3 GB, such as mybinder.org's 2 GB), the ``cpu`` entry's
   ``"small"`` sizes, when it has them, replace its own: ``"cpu": dict(n_train=1600, small=dict(n_train=600))``.
+  Their ``does_not_fit`` names the frameworks in which even those sizes were measured not to fit a 2 GB machine;
+  the setup cell then says so, and what to do, before a kernel is killed without a word.
 
 Nothing here imports a UI; it imports the chosen framework only to ask which device it would use.
 """
@@ -27,6 +29,8 @@ PROFILES = {
     "full": "real sizes, for a GPU",
 }
 FRAMEWORKS = ("torch", "tf")
+NAMES = {"torch": "PyTorch", "tf": "TensorFlow"}
+OTHER = {"torch": "tf", "tf": "torch"}
 
 # Where the notebooks live on GitHub: the "Open in Colab" badges and the Colab install cell come from here.
 REPOSITORY = "ftkit-dev/ftkit"
@@ -68,13 +72,21 @@ class Setup:
     """What a notebook's setup cell chose: framework, profile, device, and this profile's sizes.
 
     ``memory_limit`` is the machine's limit in bytes (None: none set); ``small`` says the sizes are the cpu
-    profile's smaller ones for a small machine."""
+    profile's smaller ones for a small machine; ``saving`` lists what :func:`ftkit.machine.save_memory` changed
+    there; ``does_not_fit`` the frameworks in which this notebook was measured not to fit such a machine."""
     framework: str
     profile: str
     device: dict
     sizes: dict = field(default_factory=dict)
     memory_limit: int = None
     small: bool = False
+    saving: list = field(default_factory=list)
+    does_not_fit: list = field(default_factory=list)
+
+    @property
+    def fits(self):
+        """False when this notebook was measured not to fit this (small) machine in this framework."""
+        return self.framework not in self.does_not_fit
 
     @property
     def smoke(self):
@@ -86,6 +98,15 @@ class Setup:
         if self.memory_limit is not None:
             lines.append(f"memory: this machine allows {machine.gb(self.memory_limit)}"
                          + ("; the cpu profile's smaller sizes for a small machine are used" if self.small else ""))
+        if self.saving:
+            lines.append(f"small machine: memory before speed ({'; '.join(self.saving)})")
+        if not self.fits:
+            other = OTHER[self.framework]
+            instead = ("a laptop or Colab" if other in self.does_not_fit else
+                       f"the other framework (FRAMEWORK = {other!r}), or a laptop, or Colab")
+            lines.append(f"This notebook needs more memory than this machine allows in {NAMES[self.framework]} "
+                         f"(measured: see notebooks/README.md), so its kernel would be killed while training. "
+                         f"Use {instead}.")
         if machine.on_colab() and self.device["device"] != "cuda":
             lines.append("This Colab runtime has no GPU, so the notebook runs its cpu profile (smaller sizes, minutes). "
                          "For the full profile: Runtime > Change runtime type > a GPU, then run all cells again.")
@@ -114,7 +135,9 @@ def setup(default_framework="torch", sizes=None, *, verbose=True):
     small = prof == "cpu" and smaller is not None and machine.small_machine(limit)
     if small:
         chosen.update(smaller)
-    result = Setup(fw, prof, device_info(fw), chosen, limit, small)
+    does_not_fit = list(chosen.pop("does_not_fit", ()))
+    saving = machine.save_memory() if machine.small_machine(limit) else []
+    result = Setup(fw, prof, device_info(fw), chosen, limit, small, saving, does_not_fit)
     if verbose:
         print(result)
     return result

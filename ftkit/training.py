@@ -20,7 +20,7 @@ from . import peft as _peft
 from . import sampling
 from .config import FineTuneConfig
 from .data import Dataset, checked_inputs
-from .machine import MemoryWatch
+from .machine import MemoryWatch, release_memory
 from .errors import ConfigError, DataError, choose
 from .schedules import group_lrs, lr_factor, schedule_kwargs
 from .strategies import plan
@@ -209,17 +209,6 @@ def steps_per_epoch(n_train, config):
     return math.ceil(batches_per_epoch(n_train, config) / config.grad_accum)
 
 
-def _all_finite(snapshot):
-    """True when every floating-point weight of a snapshot is finite (torch tensors are checked in place)."""
-    for v in snapshot.values():
-        if hasattr(v, "is_floating_point"):
-            if v.is_floating_point() and not bool(v.isfinite().all()):
-                return False
-        elif np.asarray(v).dtype.kind == "f" and not np.isfinite(v).all():
-            return False
-    return True
-
-
 def finetune(model, data, config=None, *, callbacks=(), name=None, **overrides):
     """Fine-tune ``model`` on ``data`` and return the :class:`Run`.
 
@@ -289,15 +278,15 @@ def _fit(run, data, callbacks):
                 return _end(run, trainer, best, "stopped", watch.message)
             if record is not None:
                 record = _validate(run, trainer, data, record)
-            weights = trainer.get_weights(previous=best.kept)
-            if record is not None and not _all_finite(weights):
+            if record is not None and not trainer.weights_finite():
                 run.message, record = f"weights became infinite or NaN in epoch {epoch + 1}", None
             if record is None:  # the loss, the validation loss or the weights are no longer finite
                 trainer.discard_grads()
                 return _end(run, trainer, best, "diverged", run.message + "; training stopped: try a lower "
                             "learning rate")
             run.history["epochs"].append(record)
-            best.update(record, weights)
+            best.update(record, trainer)
+            release_memory()   # what the epoch freed goes back to the system (a notebook runs on after it)
             for cb in callbacks:
                 cb.on_epoch_end(run, record)
             if config.early_stopping and best.bad_epochs >= config.early_stopping:
@@ -335,6 +324,7 @@ def _end(run, trainer, best, status, message):
     else:
         run.kept = "last"
     _take_notes(run, trainer)
+    release_memory()
     run.ended_at = time.perf_counter()
     run.status = status
     run.message = f"{message}; kept the {run.kept} weights" if message else f"kept the {run.kept} weights"
@@ -443,7 +433,8 @@ class _SpikeGuard:
 
 class _Best:
     """The best monitored value so far, its epoch and weights, and the epochs since it improved. The weights
-    the run started from are kept only until an epoch finishes (then a diverged run keeps the best epoch's)."""
+    the run started from are kept only until an epoch finishes (then a diverged run keeps the best epoch's).
+    One snapshot is held at a time: a new best overwrites the one held, in place."""
 
     def __init__(self, monitor, initial):
         self.monitor, self.initial = monitor, initial
@@ -455,10 +446,12 @@ class _Best:
         """The snapshot held now (the best epoch's, else the initial): a new one shares its unchanged weights."""
         return self.initial if self.weights is None else self.weights
 
-    def update(self, record, weights):
+    def update(self, record, trainer):
+        """Score the epoch of ``record``; a new best takes the trainer's weights (a copy only of what changed)."""
         score = record[self.monitor] * (1 if self.monitor == "val_loss" else -1)
         if self.score is None or score < self.score:
-            self.score, self.weights, self.epoch, self.bad_epochs = score, weights, record["epoch"], 0
+            self.weights = trainer.get_weights(previous=self.kept, reuse=True)
+            self.score, self.epoch, self.bad_epochs = score, record["epoch"], 0
         else:
             self.bad_epochs += 1
         self.initial = None

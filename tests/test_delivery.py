@@ -6,6 +6,8 @@
 * a run that nears the memory limit stops with a message that says what to do, instead of a killed kernel;
 * the Colab cell holds pip to the torch, torchvision and TensorFlow already installed.
 """
+import os
+import subprocess
 import sys
 import types
 from importlib import metadata
@@ -39,19 +41,44 @@ def no_cgroup(monkeypatch):
 
 
 def test_setup_uses_the_small_sizes_on_a_small_machine_only(monkeypatch, capsys, no_cgroup):
+    saved = []   # save_memory changes this whole process's allocators: it is tested in a process of its own
+    monkeypatch.setattr(machine, "save_memory", lambda: saved.append(1) or ["fewer copies"])
     monkeypatch.setenv("FTKIT_PROFILE", "cpu")
     big = ftkit.notebook.setup("torch", SIZES)
     assert big.sizes == {"n": 100, "batch_size": 32} and not big.small and big.memory_limit is None
+    assert not saved and not big.saving
     monkeypatch.setenv("MEM_LIMIT", str(2 * 2**30))   # mybinder.org
     small = ftkit.notebook.setup("torch", SIZES)
     assert small.sizes == {"n": 40, "batch_size": 32} and small.small
-    assert "allows 2.0 GB; the cpu profile's smaller sizes for a small machine are used" in capsys.readouterr().out
+    assert saved and small.saving == ["fewer copies"]
+    out = capsys.readouterr().out
+    assert "allows 2.0 GB; the cpu profile's smaller sizes for a small machine are used" in out
+    assert "small machine: memory before speed (fewer copies)" in out
     monkeypatch.setenv("FTKIT_PROFILE", "smoke")   # the smoke profile is small already
     assert ftkit.notebook.setup("torch", SIZES).sizes == {"n": 1}
     monkeypatch.setenv("FTKIT_PROFILE", "cpu")
     plain = {**SIZES, "cpu": {"n": 100}}   # no small sizes: the cpu ones, and the limit is still shown
     assert ftkit.notebook.setup("torch", plain).sizes == {"n": 100}
     assert "allows 2.0 GB" in capsys.readouterr().out
+
+
+def test_setup_says_when_a_notebook_does_not_fit_a_small_machine_in_this_framework(monkeypatch, capsys, no_cgroup):
+    monkeypatch.setattr(machine, "save_memory", lambda: [])
+    monkeypatch.setenv("FTKIT_PROFILE", "cpu")
+    sizes = {**SIZES, "cpu": {"n": 100, "small": {"n": 40, "does_not_fit": ["torch"]}}}
+    assert ftkit.notebook.setup("torch", sizes).fits   # a machine with no limit
+    assert "needs more memory" not in capsys.readouterr().out
+    monkeypatch.setenv("MEM_LIMIT", str(2 * 2**30))
+    small = ftkit.notebook.setup("torch", sizes)
+    assert not small.fits and small.sizes == {"n": 40}
+    out = capsys.readouterr().out
+    assert "needs more memory than this machine allows in PyTorch" in out and "FRAMEWORK = 'tf'" in out
+    sizes["cpu"]["small"]["does_not_fit"] = ["torch", "tf"]   # neither: the other framework is no way out
+    assert not ftkit.notebook.setup("torch", sizes).fits
+    out = capsys.readouterr().out
+    assert "allows in PyTorch" in out and "Use a laptop or Colab." in out and "FRAMEWORK =" not in out
+    sizes["cpu"]["small"]["does_not_fit"] = ["tf"]
+    assert ftkit.notebook.setup("torch", sizes).fits and "needs more memory" not in capsys.readouterr().out
 
 
 def test_colab_without_a_gpu_says_what_to_do(monkeypatch, capsys):
@@ -132,3 +159,51 @@ def test_the_widgets_refuse_ipywidgets_7_with_what_to_do():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "needs ipywidgets 8 or newer, and this kernel has ipywidgets 7.7.1" in r.stdout, r.stdout + r.stderr
     assert "Runtime > Restart session" in r.stdout
+
+
+FRAGMENTED = """
+import sys
+import numpy as np
+from ftkit import machine
+
+if sys.argv[1] == "save":
+    print(machine.save_memory())
+np.ones(1 << 19)   # a 4 MB array freed: glibc's threshold for arrays of their own pages rises past 4 MB
+before = machine.memory_used()
+big, small = [], []
+for _ in range(300):   # 300 MB of 1 MB arrays, a small array that stays between each two
+    big.append(np.ones(1 << 17))
+    small.append(np.ones(1000))
+del big
+if sys.argv[1] == "release":
+    machine.release_memory()
+print("KEPT", (machine.memory_used() - before) / 1e6)
+"""
+
+
+@pytest.mark.skipif(machine._glibc() is None, reason="glibc's malloc only")
+def test_freed_arrays_go_back_to_the_system_on_a_small_machine_and_after_each_epoch(tmp_path):
+    """A process that freed 300 MB of arrays still holds them (glibc keeps freed memory in its heap); after
+    save_memory, which a small machine's setup calls, they are handed back at once, and release_memory, which
+    the training loop calls after each epoch, hands them back too."""
+    import subprocess
+    script = tmp_path / "fragmented.py"
+    script.write_text(FRAGMENTED)
+    kept = {}
+    for mode in ("plain", "save", "release"):
+        r = subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        kept[mode] = float(r.stdout.split("KEPT")[-1])
+    assert kept["plain"] > 250, kept   # what the two calls must hand back
+    assert kept["save"] < 50 and kept["release"] < 50, kept
+
+
+def test_save_memory_makes_tensorflow_allocate_with_malloc_only_before_it_is_imported():
+    code = ("import os, sys\nfrom ftkit import machine\n"
+            "print(machine.save_memory(), os.environ.get('TF_ONEDNN_USE_SYSTEM_ALLOCATOR'))\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_ONEDNN_USE_SYSTEM_ALLOCATOR"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and "TensorFlow allocates with malloc" in r.stdout and r.stdout.strip().endswith("1")
+    late = code.replace("from ftkit import machine", "import tensorflow\nfrom ftkit import machine")
+    r = subprocess.run([sys.executable, "-c", late], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0 and "TensorFlow" not in r.stdout and r.stdout.strip().endswith("None"), r.stderr[-2000:]

@@ -37,17 +37,22 @@ def _head_keys(model):
     return [k for k, v in named_weights(model.native).items() if id(v) in ids]
 
 
+def _sgd_trainer(framework, digits, mask):
+    """A tiny model's trainer (SGD, lr 0.5) with ``mask``'s groups trainable, and the digits it trains on."""
+    _needs(framework)
+    model = tiny_model(framework)
+    tr = model.backend.train.Trainer(model, ftkit.FineTuneConfig(optimizer="sgd", lr=0.5, batch_size=32,
+                                                                 progress=False))
+    tr.set_trainable(mask)
+    tr.set_lrs([0.5, 0.5])
+    return model, tr, tabular_digits(digits)
+
+
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_snapshot_shares_unchanged_weights_and_copies_changed_ones(framework, digits):
     """head_only trains the head: the new snapshot is the old one's object for every body weight, a fresh
     copy for the head's, and its values are the model's (not the old snapshot's)."""
-    _needs(framework)
-    data = tabular_digits(digits)
-    model = tiny_model(framework)
-    cfg = ftkit.FineTuneConfig(optimizer="sgd", lr=0.5, batch_size=32, progress=False)
-    tr = model.backend.train.Trainer(model, cfg)
-    tr.set_trainable([False, True])
-    tr.set_lrs([0.5, 0.5])
+    model, tr, data = _sgd_trainer(framework, digits, [False, True])
     first = tr.get_weights()
     for batch in tr.batches(data.train, shuffle=True, seed=0):
         tr.train_step(batch)
@@ -69,6 +74,32 @@ def test_a_snapshot_shares_unchanged_weights_and_copies_changed_ones(framework, 
     assert all(np.array_equal(_np(second[k]), frozen[k]) for k in second)
     tr.set_weights(second)
     assert all(np.array_equal(v, frozen[k]) for k, v in _values(tr.get_weights()).items())
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_new_best_snapshot_overwrites_the_one_held(framework, digits):
+    """The training loop holds one snapshot: a new best epoch's weights are copied into the arrays of the one
+    it held (no second copy of a 49-million-weight model at an epoch's end)."""
+    _, tr, data = _sgd_trainer(framework, digits, [True, True])
+    first = tr.get_weights()
+    held, initial = dict(first), _values(first)
+    for batch in tr.batches(data.train, shuffle=True, seed=0):
+        tr.train_step(batch)
+    second = tr.get_weights(previous=first, reuse=True)
+    now = _values(tr.get_weights())
+    assert set(second) == set(held) and any(not np.array_equal(now[k], initial[k]) for k in now)
+    assert all(second[k] is held[k] for k in held), "a new array was made instead of reusing the held one"
+    for k in second:
+        np.testing.assert_array_equal(_np(second[k]), now[k])
+    assert tr.weights_finite()
+
+
+def test_the_torch_optimizer_is_fused_on_a_cpu_too(digits):
+    """One kernel for the whole AdamW update, without temporary copies of the weights (foreach makes them)."""
+    _needs("torch")
+    model = tiny_model("torch")
+    tr = model.backend.train.Trainer(model, ftkit.FineTuneConfig(progress=False, device="cpu"))
+    assert tr.optimizer.defaults.get("fused") is True and not tr.optimizer.defaults.get("foreach")
 
 
 def _tf_runtime(model):

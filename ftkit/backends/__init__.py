@@ -51,7 +51,8 @@ backend; the training loop (ftkit.training) and these Trainers do not change.
     ftkit.sampling; None keeps the seeded shuffle), ``train_step(batch, update) -> loss``,
     ``train_metrics()`` (training accuracy since the last call, for tasks that count it),
     ``discard_grads()``, ``predict(split) -> (loss, logits)`` (the task makes predictions of the
-    logits), ``get_weights()``, ``set_weights(snapshot)``,
+    logits), ``get_weights(previous, reuse)`` (a snapshot; ``reuse`` overwrites ``previous`` in place),
+    ``set_weights(snapshot)``, ``weights_finite()``,
     ``cache_features(splits)``, ``body_features(split)`` (the body's features as a NumPy array) and
     ``trainable_params()``; ``per_row_loss(kind, logits, y, label_smoothing)`` (a task's loss, per row).
 ``detection.py``
