@@ -105,8 +105,9 @@ def run(notebook, framework, profile, limit_gb, out_dir):
         result["cgroup_peak_gb"] = round(group[1]() / 1e9, 2) if group[1]() else None
         result["killed_at_limit"] = group[2]() > 0
         group[3]()
-    if proc.returncode:
-        result["error"] = proc.stderr.strip().splitlines()[-1][:300] if proc.stderr.strip() else "failed"
+    if proc.returncode:   # the last line that names an error (nbclient ends its report with a rule of dashes)
+        named = [line for line in proc.stderr.splitlines() if "Error" in line or "Exception" in line]
+        result["error"] = named[-1].strip()[:300] if named else "failed"
     return result
 
 

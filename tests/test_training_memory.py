@@ -94,14 +94,6 @@ def test_a_new_best_snapshot_overwrites_the_one_held(framework, digits):
     assert tr.weights_finite()
 
 
-def test_the_torch_optimizer_is_fused_on_a_cpu_too(digits):
-    """One kernel for the whole AdamW update, without temporary copies of the weights (foreach makes them)."""
-    _needs("torch")
-    model = tiny_model("torch")
-    tr = model.backend.train.Trainer(model, ftkit.FineTuneConfig(progress=False, device="cpu"))
-    assert tr.optimizer.defaults.get("fused") is True and not tr.optimizer.defaults.get("foreach")
-
-
 def _tf_runtime(model):
     (rt,) = model.runtime.values()
     return rt
