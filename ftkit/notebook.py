@@ -132,11 +132,12 @@ def setup(default_framework="torch", sizes=None, *, verbose=True):
         chosen = dict(sizes[prof])
     limit = machine.memory_limit()
     smaller = chosen.pop("small", None)
-    small = prof == "cpu" and smaller is not None and machine.small_machine(limit)
+    on_small = machine.small_machine(limit)
+    small = prof == "cpu" and smaller is not None and on_small
     if small:
         chosen.update(smaller)
     does_not_fit = list(chosen.pop("does_not_fit", ()))
-    saving = machine.save_memory() if machine.small_machine(limit) else []
+    saving = machine.save_memory() if on_small else []
     result = Setup(fw, prof, device_info(fw), chosen, limit, small, saving, does_not_fit)
     if verbose:
         print(result)
