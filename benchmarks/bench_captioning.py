@@ -7,8 +7,8 @@ its own fresh process; ``--size`` is the model's max_length (tokens). Two measur
 Training, samples/s (full fine-tuning, AdamW lr 1e-4, one epoch after a warm-up):
 
 * ``train_reference``: the plain loop a practitioner writes for a vision encoder and a transformers decoder:
-  the uint8 images sliced from one tensor, scaled and normalised (channels_last on a CPU, bf16 autocast and fused
-  AdamW on a GPU), each batch's captions tokenized and padded to its own longest, and the decoder's own loss,
+  the uint8 images sliced from one tensor, scaled and normalised (fused AdamW; channels_last on a CPU, bf16
+  autocast on a GPU), each batch's captions tokenized and padded to its own longest, and the decoder's own loss,
   ``decoder(input_ids, attention_mask, encoder_hidden_states=image tokens, labels=...)``; backward, step;
 * ``train_ftkit_torch``: ``ftkit.finetune`` on the scenes (its second epoch's samples/s);
 * ``train_ftkit_tf`` (``--only`` it): the same through TensorFlow, for information.
@@ -72,8 +72,7 @@ def train_reference(args):
     tok = _tokenizer(model.input_spec["tokenizer"], None)
     tok.enable_padding(pad_id=0, pad_token="[PAD]")
     batch = _images(x, device)
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.01,
-                            **({"fused": True} if device.type == "cuda" else {}))
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.01, fused=True)
 
     def epoch(limit=None):
         net.train()

@@ -41,8 +41,7 @@ def reference(args):
     images = tdata.prepare(model, torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).to(device)
     targets = [{"boxes": torch.from_numpy(t["boxes"]).to(device), "labels": torch.from_numpy(t["labels"]).to(device)}
                for t in y]
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.01,
-                            **({"fused": True} if device.type == "cuda" else {}))
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.01, fused=True)
 
     def epoch(limit=None):
         net.train()

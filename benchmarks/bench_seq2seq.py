@@ -8,7 +8,7 @@ Training, samples/s (full fine-tuning, AdamW lr 1e-4, one epoch after a warm-up)
 
 * ``train_reference``: the plain loop transformers documents for an ``EncoderDecoderModel``: each batch
   tokenized and padded to its own longest text, ``model(input_ids, attention_mask, labels).loss``, backward,
-  step (bf16 autocast and fused AdamW on a GPU);
+  step (fused AdamW, and bf16 autocast on a GPU);
 * ``train_ftkit_torch``: ``ftkit.finetune`` on the texts (its second epoch's samples/s);
 * ``train_ftkit_tf`` (``--only`` it): the same through TensorFlow, for information.
 
@@ -42,8 +42,7 @@ def train_reference(args):
     net = model.native.model.to(device)
     tok = _tokenizer(model.input_spec["tokenizer"], None)
     tok.enable_padding(pad_id=0, pad_token="[PAD]")
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.01,
-                            **({"fused": True} if device.type == "cuda" else {}))
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.01, fused=True)
 
     def epoch(limit=None):
         net.train()

@@ -12,7 +12,7 @@ wall time, the peak resident memory of its largest process, the cgroup's peak ch
 (every cell ran, the claims' assertions included) or was killed at the limit. Without cgroups it runs
 unlimited and says so. Under a limit, MEM_LIMIT holds it too, as on mybinder.org, so a notebook's setup sees a
 small machine and uses its cpu profile's smaller sizes where it has them (ftkit.notebook). Executed notebooks go
-to a temporary folder; nothing in notebooks/ changes.
+to a temporary folder (``--keep DIR`` keeps them, with their outputs); nothing in notebooks/ changes.
 """
 import argparse
 import json
@@ -77,7 +77,7 @@ def _memory_cgroup(limit_bytes):
     return os.path.join(path, tasks), peak, killed, remove
 
 
-def run(notebook, framework, profile, limit_gb, out_dir):
+def run(notebook, framework, profile, limit_gb, out_dir, cell_timeout=1800):
     """Execute one notebook in its own process (under the memory limit where possible); returns a dict."""
     path = os.path.join(NOTEBOOKS, notebook if notebook.endswith(".ipynb") else notebook + ".ipynb")
     group = _memory_cgroup(int(limit_gb * 1e9)) if limit_gb else None
@@ -86,7 +86,7 @@ def run(notebook, framework, profile, limit_gb, out_dir):
         env["MEM_LIMIT"] = str(int(limit_gb * 1e9))
     out = os.path.join(out_dir, f"{os.path.basename(path)[:-6]}.{framework}.ipynb")
     cmd = [sys.executable, "-m", "jupyter", "nbconvert", "--execute", "--to", "notebook",
-           "--ExecutePreprocessor.timeout=1800", "--output", out, path]
+           f"--ExecutePreprocessor.timeout={cell_timeout}", "--output", out, path]
 
     def enter():
         if group:
@@ -118,6 +118,8 @@ def main(argv=None):
     parser.add_argument("--framework", choices=["torch", "tf"], default="torch")
     parser.add_argument("--profile", choices=["smoke", "cpu", "full"], default="cpu")
     parser.add_argument("--limit-gb", type=float, default=2.0, help="memory limit (GB = 1e9 bytes; 0: none)")
+    parser.add_argument("--cell-timeout", type=int, default=1800, help="seconds one cell may run")
+    parser.add_argument("--keep", metavar="DIR", help="keep the executed notebooks (their outputs) in DIR")
     args = parser.parse_args(argv)
     names = sorted(f for f in os.listdir(NOTEBOOKS) if f.endswith(".ipynb")) if args.all else args.notebooks
     if not names:
@@ -125,13 +127,15 @@ def main(argv=None):
     if args.limit_gb and _memory_cgroup_available() is False:
         print(f"no memory cgroup can be made here (needs root and cgroups): running without the "
               f"{args.limit_gb:g} GB limit; peak_rss_gb is the only figure", file=sys.stderr)
-    with tempfile.TemporaryDirectory() as out_dir:
+    with tempfile.TemporaryDirectory() as scratch:
+        out_dir = os.path.abspath(args.keep) if args.keep else scratch
+        os.makedirs(out_dir, exist_ok=True)
         for name in names:
             # one interpreter per notebook, so that RUSAGE_CHILDREN's peak is this notebook's
             code = ("import json, sys; sys.path.insert(0, %r); import notebook_memory as m; "
-                    "print(json.dumps(m.run(%r, %r, %r, %r, %r)))"
+                    "print(json.dumps(m.run(%r, %r, %r, %r, %r, %r)))"
                     % (os.path.dirname(os.path.abspath(__file__)), name, args.framework, args.profile,
-                       args.limit_gb, out_dir))
+                       args.limit_gb, out_dir, args.cell_timeout))
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
             line = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else json.dumps(
                 {"notebook": name, "error": proc.stderr.strip()[-300:]})

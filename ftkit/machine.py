@@ -6,19 +6,25 @@
 * :func:`memory_used`: this process's anonymous resident memory (what a limit kills for), in bytes.
 * :class:`MemoryWatch`: used by the training loop; past ``share`` of the limit the run stops (status ``stopped``)
   with a message that says what to do, before the kernel is killed without one.
-* :func:`save_memory`: on a small machine, the allocators give freed memory back at once (some speed for memory);
-  :func:`release_memory`: hand back what is free now (the training loop calls it after each epoch).
+* :func:`save_memory`: on a small machine, the allocators give freed memory back at once and the training loop's
+  weight snapshots live in a file (some speed for memory); :func:`release_memory`: hand back what is free now (the
+  training loop calls it after each epoch); :func:`in_a_file`: arrays in a temporary file's pages.
 """
 import ctypes
 import functools
 import os
 import sys
+import tempfile
+
+import numpy as np
 
 # A machine with less memory than this is "small": a notebook's cpu profile uses its smaller sizes there.
 SMALL_MACHINE_BYTES = 3 * 2**30
 CGROUP_FILES = ("/sys/fs/cgroup/memory.max",                      # cgroup v2
                  "/sys/fs/cgroup/memory/memory.limit_in_bytes")   # cgroup v1
 _NO_LIMIT = 2**60   # cgroup v1 writes a huge number for "no limit"
+# Set by save_memory: the training loop keeps its best-epoch weights in a file (in_a_file), not in memory.
+SNAPSHOTS_IN_A_FILE = False
 
 
 def memory_limit(environ=None, cgroup_files=None):
@@ -88,6 +94,8 @@ def save_memory():
       a 49-million-weight seq2seq run's peak by 0.16 GB and the memory left after it by 0.55 GB.
     * TensorFlow, when it is not imported yet: its oneDNN kernels allocate with malloc too, not from oneDNN's
       own pool, which never gives memory back (about 0.5 GB after a captioning model's first step).
+    * The training loop's snapshot of the best epoch's weights (a copy of every weight a run changes) is kept
+      in a temporary file (:func:`in_a_file`), not in memory.
     """
     done = []
     libc = _glibc()
@@ -96,7 +104,30 @@ def save_memory():
     if "tensorflow" not in sys.modules:
         os.environ["TF_ONEDNN_USE_SYSTEM_ALLOCATOR"] = "1"
         done.append("TensorFlow allocates with malloc")
+    global SNAPSHOTS_IN_A_FILE
+    SNAPSHOTS_IN_A_FILE = True
+    done.append("weight snapshots in a temporary file")
     return done
+
+
+def in_a_file(arrays):
+    """Copies of ``arrays`` (a dict of NumPy arrays) in the pages of one temporary file, deleted when the last
+    copy is. Those pages are the file's, not the process's: near a memory limit the system writes them out and
+    drops them, then reads them again when they are used (a snapshot of the weights is read only to restore it).
+    The file goes where :mod:`tempfile` puts files (``TMPDIR``), which must be a disk, not memory (tmpfs)."""
+    offsets, end = {}, 0
+    for k, a in arrays.items():
+        offsets[k] = end
+        end += -(-a.nbytes // 64) * 64   # each array 64-byte aligned
+    with tempfile.TemporaryFile(prefix="ftkit-snapshot-") as f:   # unlinked at once; the mapping keeps it
+        f.truncate(max(end, 1))
+        pages = np.memmap(f, dtype=np.uint8, mode="r+", shape=(max(end, 1),))
+    out = {}
+    for k, a in arrays.items():
+        view = pages[offsets[k]:offsets[k] + a.nbytes].view(a.dtype).reshape(a.shape)
+        view[...] = a
+        out[k] = view
+    return out
 
 
 def release_memory():

@@ -16,6 +16,7 @@ import weakref
 import numpy as np
 
 from . import checkpointing as _checkpointing
+from . import machine
 from . import peft as _peft
 from . import sampling
 from .config import FineTuneConfig
@@ -267,6 +268,8 @@ def _fit(run, data, callbacks):
             trainer.set_trainable(masks[0])
             trainer.cache_features([data.train, data.val])
         best = _Best(config.monitor, trainer.get_weights())
+        if machine.SNAPSHOTS_IN_A_FILE:   # save_memory: snapshots in a file's pages, not in memory
+            best.initial = trainer.in_a_file(best.initial)
         watch = MemoryWatch()
         for epoch, mask in enumerate(masks):
             trainer.set_trainable(mask)

@@ -84,10 +84,13 @@ class _Events(ftkit.Callback):
         self.snaps.append(weights(run.model))
 
 
+@pytest.mark.parametrize("in_a_file", [False, True], ids=["snapshot in memory", "snapshot in a file"])
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_divergence_after_a_good_epoch_keeps_the_best_weights(framework, digits_small):
+def test_divergence_after_a_good_epoch_keeps_the_best_weights(framework, in_a_file, digits_small, monkeypatch):
     # epoch 2 is made terrible but finite (val loss explodes), epoch 3 non-finite: the run diverges in epoch 3.
-    # It must end with epoch 1's weights (the best val loss), not epoch 2's "last finite" ones.
+    # It must end with epoch 1's weights (the best val loss), not epoch 2's "last finite" ones; also when
+    # save_memory keeps the snapshot in a file.
+    monkeypatch.setattr(ftkit.machine, "SNAPSHOTS_IN_A_FILE", in_a_file)
     model = mobilenet(framework)
     events = _Events({1: 1e3, 2: 1e38})
     run = ftkit.finetune(model, digits_small, strategy="head_only", epochs=3, early_stopping=5, lr=1e-3,
@@ -99,8 +102,10 @@ def test_divergence_after_a_good_epoch_keeps_the_best_weights(framework, digits_
     assert ftkit.evaluate(model, digits_small, "val")["loss"] == pytest.approx(e1["val_loss"], rel=1e-4)
 
 
+@pytest.mark.parametrize("in_a_file", [False, True], ids=["snapshot in memory", "snapshot in a file"])
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_divergence_in_the_first_epoch_keeps_the_initial_weights(framework, digits_small):
+def test_divergence_in_the_first_epoch_keeps_the_initial_weights(framework, in_a_file, digits_small, monkeypatch):
+    monkeypatch.setattr(ftkit.machine, "SNAPSHOTS_IN_A_FILE", in_a_file)
     model = mobilenet(framework)
     ftkit.finetune(model, digits_small, strategy="head_only", epochs=1, max_steps_per_epoch=1, progress=False)
     before = weights(model)

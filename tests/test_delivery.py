@@ -198,12 +198,14 @@ def test_freed_arrays_go_back_to_the_system_on_a_small_machine_and_after_each_ep
     assert kept["save"] < 50 and kept["release"] < 50, kept
 
 
-def test_save_memory_makes_tensorflow_allocate_with_malloc_only_before_it_is_imported():
-    code = ("import os, sys\nfrom ftkit import machine\n"
-            "print(machine.save_memory(), os.environ.get('TF_ONEDNN_USE_SYSTEM_ALLOCATOR'))\n")
+def test_save_memory_puts_snapshots_in_a_file_and_tensorflow_on_malloc_only_before_it_is_imported():
+    code = ("import os, sys\nfrom ftkit import machine\nprint(machine.SNAPSHOTS_IN_A_FILE)\n"
+            "print(machine.save_memory(), machine.SNAPSHOTS_IN_A_FILE,"
+            "      os.environ.get('TF_ONEDNN_USE_SYSTEM_ALLOCATOR'))\n")
     env = {k: v for k, v in os.environ.items() if k != "TF_ONEDNN_USE_SYSTEM_ALLOCATOR"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0 and "TensorFlow allocates with malloc" in r.stdout and r.stdout.strip().endswith("1")
+    assert r.stdout.startswith("False\n") and r.stdout.strip().endswith("] True 1"), r.stdout
     late = code.replace("from ftkit import machine", "import tensorflow\nfrom ftkit import machine")
     r = subprocess.run([sys.executable, "-c", late], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0 and "TensorFlow" not in r.stdout and r.stdout.strip().endswith("None"), r.stderr[-2000:]

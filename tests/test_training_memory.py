@@ -94,6 +94,63 @@ def test_a_new_best_snapshot_overwrites_the_one_held(framework, digits):
     assert tr.weights_finite()
 
 
+def test_in_a_file_keeps_the_arrays_out_of_the_process_memory():
+    """save_memory's snapshots: the copies live in a file's pages (the system writes them out near a limit),
+    not in the process's own memory, which a copy in memory grows by its size."""
+    from ftkit.machine import in_a_file, memory_used
+    arrays = {"w": np.random.default_rng(0).random((4000, 4000), dtype=np.float32),   # 64 MB
+              "steps": np.array(7), "empty": np.zeros((0, 3), np.float16)}
+    before = memory_used()
+    copies = {k: v.copy() for k, v in arrays.items()}
+    in_memory = memory_used() - before
+    del copies
+    before = memory_used()
+    filed = in_a_file(arrays)
+    assert in_memory > 50e6 and memory_used() - before < 8e6, (in_memory, memory_used() - before)
+    for k, a in arrays.items():
+        assert filed[k].dtype == a.dtype and filed[k].shape == a.shape and np.array_equal(filed[k], a), k
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_snapshot_in_a_file_is_overwritten_in_place_and_restores_the_weights(framework, digits):
+    """The training loop's snapshot after save_memory: the trainer's in_a_file copy holds the same values, a new
+    best is written into its (file) arrays, and set_weights restores it exactly."""
+    _, tr, data = _sgd_trainer(framework, digits, [True, True])
+    filed = tr.in_a_file(tr.get_weights())
+    held, initial = dict(filed), _values(filed)
+    assert initial.keys() == _values(tr.get_weights()).keys()
+    assert all(np.array_equal(v, initial[k]) for k, v in _values(tr.get_weights()).items())
+    for batch in tr.batches(data.train, shuffle=True, seed=0):
+        tr.train_step(batch)
+    best = tr.get_weights(previous=filed, reuse=True)
+    trained = _values(tr.get_weights())
+    assert all(best[k] is held[k] for k in held) and any(not np.array_equal(trained[k], initial[k]) for k in held)
+    for batch in tr.batches(data.train, shuffle=True, seed=1):
+        tr.train_step(batch)
+    tr.set_weights(best)
+    assert all(np.array_equal(v, trained[k]) for k, v in _values(tr.get_weights()).items())
+
+
+@pytest.mark.parametrize("in_a_file", [False, True])
+def test_the_training_loop_keeps_its_snapshot_in_a_file_only_after_save_memory(in_a_file, digits, monkeypatch):
+    _needs("torch")
+    model = tiny_model("torch")
+    calls = []
+    original = model.backend.train.Trainer.in_a_file
+    monkeypatch.setattr(model.backend.train.Trainer, "in_a_file", lambda tr, s: calls.append(1) or original(tr, s))
+    monkeypatch.setattr(ftkit.machine, "SNAPSHOTS_IN_A_FILE", in_a_file)
+    ftkit.finetune(model, tabular_digits(digits), ftkit.FineTuneConfig(epochs=1, progress=False))
+    assert len(calls) == (1 if in_a_file else 0)
+
+
+def test_the_torch_optimizer_is_fused_on_a_cpu_too(digits):
+    """One kernel for the whole AdamW update, without temporary copies of the weights (foreach makes them)."""
+    _needs("torch")
+    model = tiny_model("torch")
+    tr = model.backend.train.Trainer(model, ftkit.FineTuneConfig(progress=False, device="cpu"))
+    assert tr.optimizer.defaults.get("fused") is True and not tr.optimizer.defaults.get("foreach")
+
+
 def _tf_runtime(model):
     (rt,) = model.runtime.values()
     return rt

@@ -22,7 +22,7 @@ import numpy as np
 
 from ... import _frameworks
 from ...errors import ConfigError
-from ...machine import release_memory
+from ...machine import in_a_file, release_memory
 from ...tasks import IGNORE, get as get_task
 from . import data as tdata
 from . import models
@@ -642,6 +642,10 @@ class Trainer:
             else:
                 out[k] = np.array(value, copy=True)
         return out
+
+    def in_a_file(self, snapshot):
+        """``snapshot`` (get_weights) in a temporary file's pages (ftkit.machine.in_a_file)."""
+        return in_a_file(snapshot)
 
     def weights_finite(self):
         """True when every floating-point weight (BatchNorm statistics included) is finite."""

@@ -3,7 +3,7 @@
 What the hardware offers is used by default: on a CUDA GPU bf16 autocast (fp16
 with a gradient scaler where bf16 is missing), channels_last for convnets,
 fused AdamW, pinned memory and non-blocking copies; on the CPU channels_last
-for convnets too (about 1.6x faster than NCHW here).
+for convnets too (about 1.6x faster than NCHW here) and fused AdamW too.
 """
 import contextlib
 
@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...machine import in_a_file
 from ...tasks import IGNORE, get as get_task
 from . import data as tdata
 
@@ -89,7 +90,9 @@ class Trainer:
             for ps, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)):
                 if ps:
                     groups.append({"params": ps, "weight_decay": wd, "lr": cfg.lr, "ftkit_group": gi})
-        fast = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
+        # fused: one kernel for the whole update, with no temporary copies of the weights (on a CPU, 5 times
+        # faster than foreach for a 49-million-weight model, and 0.2 GB less at its peak)
+        fast = {"fused": True} if self.device.type in ("cuda", "cpu") else {"foreach": True}
         if cfg.optimizer == "adamw":
             return torch.optim.AdamW(groups, lr=cfg.lr, **fast)
         if cfg.optimizer == "adam":  # Adam with decoupled decay is AdamW; plain Adam gets none
@@ -290,6 +293,12 @@ class Trainer:
             else:
                 out[k] = old.copy_(v) if reuse else v.detach().clone()
         return out
+
+    def in_a_file(self, snapshot):
+        """``snapshot`` (get_weights) with its CPU weights in a temporary file's pages (ftkit.machine.in_a_file);
+        a weight on a GPU, or in bfloat16 (NumPy has no such type), stays where it is."""
+        moved = {k: v.numpy() for k, v in snapshot.items() if v.device.type == "cpu" and v.dtype != torch.bfloat16}
+        return {**snapshot, **{k: torch.from_numpy(a) for k, a in in_a_file(moved).items()}}
 
     def weights_finite(self):
         """True when every floating-point weight (BatchNorm statistics included) is finite."""
