@@ -119,9 +119,10 @@ def in_a_file(arrays):
     for k, a in arrays.items():
         offsets[k] = end
         end += -(-a.nbytes // 64) * 64   # each array 64-byte aligned
+    size = max(end, 1)   # a mapping cannot be empty
     with tempfile.TemporaryFile(prefix="ftkit-snapshot-") as f:   # unlinked at once; the mapping keeps it
-        f.truncate(max(end, 1))
-        pages = np.memmap(f, dtype=np.uint8, mode="r+", shape=(max(end, 1),))
+        f.truncate(size)
+        pages = np.memmap(f, dtype=np.uint8, mode="r+", shape=(size,))
     out = {}
     for k, a in arrays.items():
         view = pages[offsets[k]:offsets[k] + a.nbytes].view(a.dtype).reshape(a.shape)

@@ -267,9 +267,7 @@ def _fit(run, data, callbacks):
         if config.strategy == "feature_extraction":
             trainer.set_trainable(masks[0])
             trainer.cache_features([data.train, data.val])
-        best = _Best(config.monitor, trainer.get_weights())
-        if machine.SNAPSHOTS_IN_A_FILE:   # save_memory: snapshots in a file's pages, not in memory
-            best.initial = trainer.in_a_file(best.initial)
+        best = _Best(config.monitor, _first_snapshot(trainer))
         watch = MemoryWatch()
         for epoch, mask in enumerate(masks):
             trainer.set_trainable(mask)
@@ -299,6 +297,13 @@ def _fit(run, data, callbacks):
                 return _end(run, trainer, best, "stopped", f"stopped by request in epoch {epoch + 1} after "
                             f"{record['steps']} of {steps_per_epoch(n_train, config)} steps")
         return _end(run, trainer, best, "finished", "")
+
+
+def _first_snapshot(trainer):
+    """The weights a run starts from, copied; after save_memory in a file's pages, not in memory (the copy in
+    memory is freed on return)."""
+    weights = trainer.get_weights()
+    return trainer.in_a_file(weights) if machine.SNAPSHOTS_IN_A_FILE else weights
 
 
 def _take_notes(run, trainer):
